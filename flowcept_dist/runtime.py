@@ -1,0 +1,125 @@
+"""The process's capture pipeline: settings -> emitter -> BatchProcessor (+ telemetry sampler).
+
+One :class:`Pipeline` per process, built on first use from settings read at
+that moment (never at import), rebuilt when a ``Flowcept`` context brings
+different settings, and re-created in forked children. Capture points read
+:data:`_pipeline` directly: when capture is off that costs one global lookup.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+
+from .records import SCHEMA_VERSION, RecordType, new_id
+
+log = logging.getLogger("flowcept_dist")
+
+_pipeline: "Pipeline | None" = None
+_lock = threading.RLock()
+
+
+class Pipeline:
+    """Everything a process needs to capture: the processor, the emitter, the sampler."""
+
+    def __init__(self, settings, emitter=None, role: str = "capture", context: dict | None = None,
+                 telemetry_records: bool | None = None) -> None:
+        from .batching import BatchProcessor
+        from .emitters.registry import create_emitter
+
+        self.settings = settings
+        self.enabled = bool(settings.capture.enabled)
+        self.capture_inputs = bool(settings.capture.inputs)
+        self.capture_outputs = bool(settings.capture.outputs)
+        self.pid = os.getpid()
+        self.hostname = socket.gethostname()
+        self.sampler = None
+        self.processor = None
+        if not self.enabled:
+            return
+        t = settings.transport
+        ctx = {"hostname": self.hostname, "schema_version": SCHEMA_VERSION}
+        ctx.update(context or {})
+        self.emitter = emitter if emitter is not None else create_emitter(settings)
+        self.processor = BatchProcessor(
+            self.emitter, batch_size=t.batch_size, flush_interval_s=t.flush_interval_s, max_queue=t.max_queue,
+            on_full=t.on_full, block_timeout_s=t.block_timeout_s, max_value_bytes=settings.capture.max_value_bytes,
+            max_repr_chars=settings.capture.max_repr_chars, context=ctx, stats_dir=t.stats_dir, role=role)
+        self.emit = self.processor.emit
+        if settings.telemetry.enabled:
+            from .telemetry import TelemetrySampler
+
+            records = settings.telemetry.records if telemetry_records is None else telemetry_records
+            try:
+                self.sampler = TelemetrySampler(settings, on_sample=self._telemetry_record if records else None).start()
+            except Exception as exc:  # psutil missing or broken: capture goes on without telemetry
+                log.warning("flowcept_dist: telemetry disabled (%s: %s)", type(exc).__name__, exc)
+                self.sampler = None
+
+    def emit(self, record: dict) -> None:  # replaced per instance by processor.emit when enabled
+        return None
+
+    def telemetry(self) -> dict | None:
+        s = self.sampler
+        return s.latest if s is not None else None
+
+    def _telemetry_record(self, sample: dict) -> None:
+        from .capture import current_workflow
+
+        wf = current_workflow()
+        self.emit({"type": RecordType.TELEMETRY.value, "telemetry_id": new_id(), "pid": self.pid,
+                   "timestamp": sample.get("timestamp"), "telemetry": sample,
+                   "workflow_id": wf.workflow_id if wf else None})
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        return self.processor.force_flush(timeout_s) if self.processor is not None else True
+
+    @property
+    def stats(self):
+        return self.processor.stats if self.processor is not None else None
+
+    def shutdown(self, timeout_s: float | None = None) -> None:
+        if self.sampler is not None:
+            self.sampler.stop()
+            self.sampler = None
+        if self.processor is not None:
+            self.processor.shutdown(self.settings.transport.shutdown_timeout_s if timeout_s is None else timeout_s)
+
+
+def get_pipeline(settings=None) -> Pipeline:
+    """The process's pipeline; built on first use, rebuilt if ``settings`` differ."""
+    global _pipeline
+    p = _pipeline
+    if p is not None and p.pid == os.getpid() and (settings is None or settings == p.settings):
+        return p
+    with _lock:
+        p = _pipeline
+        if p is not None and p.pid == os.getpid() and (settings is None or settings == p.settings):
+            return p
+        if settings is None:
+            from .settings import load_settings
+
+            settings = load_settings()
+        if p is not None and p.pid == os.getpid():
+            p.shutdown()
+        _pipeline = Pipeline(settings)
+        return _pipeline
+
+
+def set_pipeline(pipeline: Pipeline | None) -> Pipeline | None:
+    """Install ``pipeline`` as the process's pipeline (tests, engine plugins). Returns the previous one."""
+    global _pipeline
+    with _lock:
+        prev, _pipeline = _pipeline, pipeline
+        return prev
+
+
+def shutdown_pipeline(timeout_s: float | None = None) -> None:
+    """Flush and stop the process's pipeline (the next capture builds a new one)."""
+    global _pipeline
+    with _lock:
+        p, _pipeline = _pipeline, None
+    if p is not None and p.pid == os.getpid():
+        p.shutdown(timeout_s)

@@ -1,0 +1,94 @@
+"""Pipeline counters, and their snapshots on disk for ``flowcept-dist status``.
+
+Every process that captures keeps one :class:`PipelineStats`; its processor
+thread writes a JSON snapshot to ``transport.stats_dir`` now and then and at
+shutdown. Snapshots are per process (``<host>-<pid>-<id>.json``), written
+atomically, so many processes on a host never clobber each other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+
+from .records import new_id
+
+
+class PipelineStats:
+    """Counters of one process's pipeline. Updated by the processor thread and by enqueue."""
+
+    def __init__(self, role: str, emitter: str) -> None:
+        self.role = role
+        self.emitter = emitter
+        self.exported = 0
+        self.truncated_values = 0
+        self.dropped: dict[str, int] = {}
+        self.export_failures = 0
+        self.export_seconds = 0.0
+        self.exports = 0
+        self.queue_depth = 0
+        self.last_error: str | None = None
+        self.started_at = time.time()
+        self._lock = threading.Lock()
+        self._id = new_id()[:8]
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        with self._lock:
+            self.dropped[reason] = self.dropped.get(reason, 0) + n
+
+    @property
+    def emitted(self) -> int:
+        """Records handed to the pipeline: exported + dropped + still queued.
+
+        Derived rather than counted, so the capture hot path touches no counter
+        and the identity emitted == exported + dropped + queued always holds.
+        """
+        return self.exported + self.dropped_total + self.queue_depth
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+    def snapshot(self) -> dict:
+        return {
+            "role": self.role, "emitter": self.emitter, "hostname": socket.gethostname(), "pid": os.getpid(),
+            "started_at": self.started_at, "updated_at": time.time(), "emitted": self.emitted,
+            "exported": self.exported, "dropped": dict(self.dropped), "dropped_total": self.dropped_total,
+            "queue_depth": self.queue_depth, "export_failures": self.export_failures,
+            "truncated_values": self.truncated_values,
+            "mean_export_ms": round(1000 * self.export_seconds / self.exports, 3) if self.exports else None,
+            "last_error": self.last_error,
+        }
+
+    def write(self, stats_dir: str) -> None:
+        """Write the snapshot atomically. Never raises (stats must not break capture)."""
+        try:
+            os.makedirs(stats_dir, exist_ok=True)
+            name = f"{socket.gethostname()}-{os.getpid()}-{self._id}.json"
+            path = os.path.join(stats_dir, name)
+            tmp = path + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(self.snapshot(), fh)
+            os.replace(tmp, path)
+        except Exception:
+            pass
+
+
+def read_snapshots(stats_dir: str) -> list[dict]:
+    out = []
+    try:
+        names = sorted(os.listdir(stats_dir))
+    except FileNotFoundError:
+        return out
+    for name in names:
+        if not name.endswith(".json"):
+            continue
+        try:
+            with open(os.path.join(stats_dir, name), encoding="utf-8") as fh:
+                out.append(json.load(fh))
+        except Exception:
+            continue
+    return out

@@ -1,0 +1,24 @@
+"""Find stores by name: built-ins plus the ``flowcept_dist.stores`` entry points."""
+
+from __future__ import annotations
+
+from ..registry import Registry
+
+STORES = Registry(
+    kind="store",
+    group="flowcept_dist.stores",
+    builtins={
+        "lmdb": "flowcept_dist.stores.lmdb_store:LMDBStore",
+    },
+    setting="store.type",
+)
+
+
+def store_names() -> list[str]:
+    return STORES.names()
+
+
+def open_store(settings, name: str | None = None, **kwargs):
+    """Open the store named ``name`` (default: ``settings.store.type``)."""
+    cls = STORES.get(name or settings.store.type)
+    return cls(settings, **kwargs)
