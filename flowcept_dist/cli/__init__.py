@@ -1,0 +1,1 @@
+"""The ``flowcept-dist`` command line."""
