@@ -11,6 +11,7 @@ one huge input never blocks the transport. Summaries never force a device sync
 from __future__ import annotations
 
 import math
+import sys
 
 from . import jsonfmt
 
@@ -36,8 +37,41 @@ def safe_repr(obj, limit: int = 200) -> str:
         return f"<unrepresentable {type_name(obj)}: {type(exc).__name__}>"
 
 
+def module_summary(module) -> dict:
+    """Facts about a ``torch.nn.Module`` from metadata only (no device sync, no pass over values).
+
+    ``{"type", "module_class", "parameters", "trainable_parameters", "parameter_bytes", "device", "dtype",
+    "training"}``; ``device``/``dtype`` are lists when parameters differ. Raises on a broken module
+    (callers catch).
+    """
+    total = trainable = nbytes = 0
+    devices: list[str] = []
+    dtypes: list[str] = []
+    for p in module.parameters():
+        n = int(p.numel())
+        total += n
+        if p.requires_grad:
+            trainable += n
+        nbytes += n * int(p.element_size())
+        d, t = str(p.device), str(p.dtype)
+        if d not in devices:
+            devices.append(d)
+        if t not in dtypes:
+            dtypes.append(t)
+    return {"type": type_name(module), "module_class": type(module).__name__, "parameters": total,
+            "trainable_parameters": trainable, "parameter_bytes": nbytes,
+            "device": devices[0] if len(devices) == 1 else (devices or None),
+            "dtype": dtypes[0] if len(dtypes) == 1 else (dtypes or None), "training": bool(module.training)}
+
+
 def _summary(obj, repr_chars: int) -> dict:
     """Describe a non-JSON value from its metadata."""
+    nn = sys.modules.get("torch.nn")  # only if the program uses torch; never import it here
+    if nn is not None and isinstance(obj, nn.Module):
+        try:
+            return module_summary(obj)
+        except Exception as exc:
+            return {"type": type_name(obj), "error": f"could not summarize: {type(exc).__name__}"}
     out: dict = {"type": type_name(obj)}
     mod = type(obj).__module__ or ""
     is_torch = mod.startswith("torch")

@@ -113,6 +113,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "trim": Key(True, "bool", "Trim acknowledged entries from the stream."),
         "drain_timeout_s": Key(30.0, "float", "On SIGINT/SIGTERM, longest time spent persisting what is left.", minimum=0),
     },
+    "torch": {
+        "checkpoint_inline_max_bytes": Key(1048576, "int", "torch_hooks.save_model: checkpoints up to this size are stored in the store itself (base64 in an 'object' record); larger ones are written to checkpoint_dir with their sha256.", minimum=0),
+        "checkpoint_dir": Key("~/.flowcept/checkpoints", "path", "Where torch_hooks.save_model writes large checkpoints (a shared filesystem if models are loaded on other hosts)."),
+    },
     "log": {
         "level": Key("WARNING", "choice", "Log level of the flowcept_dist logger.", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
     },
