@@ -24,7 +24,8 @@ log = logging.getLogger("flowcept_dist")
 CONSUMERS = Registry(
     kind="consumer",
     group="flowcept_dist.consumers",
-    builtins={"redis_streams": "flowcept_dist.redis_consumer:RedisStreamConsumer"},
+    builtins={"redis_streams": "flowcept_dist.redis_consumer:RedisStreamConsumer",
+              "kafka": "flowcept_dist.kafka_consumer:KafkaStreamConsumer"},
     setting="transport.type",
 )
 

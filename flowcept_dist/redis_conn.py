@@ -12,10 +12,15 @@ def redis_client(settings):
         import redis
     except ImportError:
         raise ServiceUnavailable("the redis package is missing: pip install 'flowcept-dist[redis]'") from None
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
     r = settings.redis
+    # redis-py retries 10 times with backoff by default; our callers own their retry budgets
     return redis.Redis(host=r.host, port=r.port, password=r.password, db=r.db,
                        socket_connect_timeout=min(r.socket_timeout_s, 3.0),
-                       socket_timeout=r.socket_timeout_s, health_check_interval=30)
+                       socket_timeout=r.socket_timeout_s, health_check_interval=30,
+                       retry=Retry(NoBackoff(), 0))
 
 
 def redis_where(settings) -> str:

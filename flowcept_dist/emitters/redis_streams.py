@@ -8,6 +8,8 @@ entries every consumer group has acknowledged.
 
 from __future__ import annotations
 
+import time
+
 from .. import jsonfmt
 from ..redis_conn import ServiceUnavailable, ping, redis_client, unreachable_message
 from .base import Emitter, ExportResult, ExportStatus
@@ -26,6 +28,7 @@ class RedisStreamsEmitter(Emitter):
         super().__init__(settings)
         self._client = None
         self.last_error: str | None = None
+        self._down_until = 0.0  # after a batch exhausted its retries: try once, no backoff, until then
 
     def _redis(self):
         if self._client is None:
@@ -40,17 +43,22 @@ class RedisStreamsEmitter(Emitter):
                                 dropped={"encode_error": len(batch)})
         stream = self.settings.redis.stream
         attempt = 0
+        # While Redis is known to be down, each batch gets one quick try instead of the whole
+        # retry budget, so a dead broker costs the workflow milliseconds per batch, not seconds.
+        max_retries = 0 if time.monotonic() < self._down_until else self.settings.transport.max_retries
         while True:
             try:
                 pipe = self._redis().pipeline(transaction=False)
                 for data in payloads:
                     pipe.xadd(stream, {ENTRY_FIELD: data})
                 pipe.execute()
+                self._down_until = 0.0
                 return ExportResult(ExportStatus.SUCCESS, exported=len(batch))
             except Exception as exc:
                 # a partly applied pipeline is re-sent whole: the store's merge makes duplicates no-ops
                 self.last_error = unreachable_message(self.settings, exc)
-                if attempt >= self.settings.transport.max_retries or not self.backoff_sleep(attempt):
+                if attempt >= max_retries or not self.backoff_sleep(attempt):
+                    self._down_until = time.monotonic() + 5.0
                     return ExportResult(ExportStatus.FAILURE, error=self.last_error)
                 attempt += 1
                 self._reset()

@@ -11,6 +11,7 @@ EMITTERS = Registry(
         "direct": "flowcept_dist.emitters.direct:DirectEmitter",
         "memory": "flowcept_dist.emitters.memory:MemoryEmitter",
         "redis_streams": "flowcept_dist.emitters.redis_streams:RedisStreamsEmitter",
+        "kafka": "flowcept_dist.emitters.kafka:KafkaEmitter",
     },
     setting="transport.type",
 )

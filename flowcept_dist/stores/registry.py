@@ -9,6 +9,7 @@ STORES = Registry(
     group="flowcept_dist.stores",
     builtins={
         "lmdb": "flowcept_dist.stores.lmdb_store:LMDBStore",
+        "mongo": "flowcept_dist.stores.mongo_store:MongoStore",
     },
     setting="store.type",
 )
