@@ -1,0 +1,226 @@
+"""Dask worker plugin: what each task used, generated and cost, recorded where it ran.
+
+``client.register_plugin(FlowceptWorkerPlugin())``, ``flowcept_dist.dask.instrument(client)``,
+or ``dask worker --preload worker_plugins.dask``.
+
+What it records (task records, ``adapter_id="dask"``, ``task_id`` = stringified Dask key,
+``address`` = this worker, ``hostname`` = this host):
+
+- ready -> executing: RUNNING with ``started_at``, ``activity_id``, ``used`` (arguments bound to
+  the function's parameter names, read from the ``dask._task_spec.Task`` attributes; results of
+  other tasks appear as their task ids), ``dependencies`` and ``telemetry_at_start``;
+- executing -> memory: FINISHED with ``started_at``/``ended_at`` (compute start/stop),
+  ``generated`` (``{"return": value}``, or the value itself when it is a dict) and
+  ``telemetry_at_end``;
+- executing -> error: ERROR with ``exception`` and ``stderr`` (traceback).
+
+Workflow and campaign come from the task's annotations (``flowcept_workflow_id``,
+``flowcept_campaign_id``), set by ``Flowcept(dask_client=...)`` or ``dask.annotate``.
+Every ``telemetry.interval_s`` the worker's resource sample is also stored as a record of type
+``telemetry`` carrying this worker's ``address``.
+
+Threading: ``transition`` runs on the worker's event loop for every task state change. It
+returns at once for states it does not watch; otherwise it builds one dict and enqueues it.
+Values (arguments, results) are taken by reference and sanitized later on the pipeline's own
+thread; a spilled result is not read back from disk. Hooks never raise: errors are logged once
+and counted in ``hook_errors``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from distributed import WorkerPlugin
+
+from flowcept_dist.dask import (WORKER_PLUGIN_NAME, SpecReader, compute_times, format_error, link_fields,
+                                settings_overrides, task_id)
+from flowcept_dist.records import AdapterId, RecordType, Status
+
+log = logging.getLogger("flowcept_dist")
+
+_TASK = RecordType.TASK.value
+_DASK = AdapterId.DASK.value
+_RUNNING = Status.RUNNING.value
+_FINISHED = Status.FINISHED.value
+_ERROR = Status.ERROR.value
+_RUN_STATES = frozenset({"executing", "long-running"})
+_WATCHED = frozenset({"executing", "memory", "error"})
+_SPILLED = object()
+
+
+class FlowceptWorkerPlugin(WorkerPlugin):
+    """Records tasks from inside the worker. See the module docstring.
+
+    ``settings``: optional dict of overrides or a ``Settings``, applied on top of the worker
+    process's own file/environment settings in ``setup``. The constructor keeps only that
+    (picklable); the pipeline (processor thread, telemetry sampler) is made in ``setup`` and
+    flushed and stopped in ``teardown``.
+    """
+
+    name = WORKER_PLUGIN_NAME
+    idempotent = True
+
+    def __init__(self, settings=None) -> None:
+        self.settings_overrides = settings_overrides(settings)
+        self._init_runtime()
+
+    def _init_runtime(self) -> None:
+        self.pipeline = None
+        self.worker = None
+        self.hook_errors = 0
+        self._logged = False
+        self._tasks = None
+        self._spec = None
+        self._last_stats = None
+
+    def __getstate__(self):
+        return {"settings_overrides": self.settings_overrides}
+
+    def __setstate__(self, state):
+        self.settings_overrides = state.get("settings_overrides")
+        self._init_runtime()
+
+    # -- lifecycle -------------------------------------------------------------------
+    def setup(self, worker) -> None:
+        """Build the pipeline on the worker's event loop (once; a thread start, no I/O).
+
+        A bad configuration is logged once and leaves capture off; the worker is unaffected.
+        """
+        if self.pipeline is not None:
+            return
+        try:
+            from flowcept_dist.runtime import Pipeline
+            from flowcept_dist.settings import load_settings
+
+            settings = load_settings(overrides=self.settings_overrides or None)
+            if not settings.capture.enabled:
+                return
+            self.worker = worker
+            self._tasks = worker.state.tasks
+            self._spec = SpecReader()
+            self.pipeline = Pipeline(settings, role="dask-worker", context={"address": worker.address})
+            self._capture_inputs = self.pipeline.capture_inputs
+            self._capture_outputs = self.pipeline.capture_outputs
+        except Exception as exc:
+            self._error("could not start capture on a Dask worker", exc)
+            self.pipeline = None
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Export everything queued. Blocking: call off the event loop."""
+        p = self.pipeline
+        return True if p is None else p.flush(timeout_s)
+
+    async def teardown(self, worker) -> None:
+        """Flush and stop the pipeline off the event loop (bounded by ``transport.shutdown_timeout_s``)."""
+        p, self.pipeline = self.pipeline, None
+        if p is not None:
+            self._last_stats = p.stats
+            try:
+                await asyncio.to_thread(p.shutdown)
+            except Exception as exc:
+                self._error("could not flush the Dask worker pipeline", exc)
+
+    # -- hook (event loop; must not block or raise) ----------------------------------
+    def transition(self, key, start, finish, **kwargs) -> None:
+        if finish not in _WATCHED:
+            return
+        p = self.pipeline
+        if p is None:
+            return
+        try:
+            if finish == "executing":
+                self._running(p, key)
+            elif start in _RUN_STATES:  # memory/error after a fetch is not this worker's run
+                ts = self._tasks.get(key)
+                if ts is None:
+                    return
+                if finish == "memory":
+                    self._finished(p, key, ts)
+                else:
+                    self._failed(p, key, ts)
+        except Exception as exc:
+            self._error(f"transition hook failed ({start} -> {finish})", exc)
+
+    def _running(self, p, key) -> None:
+        ts = self._tasks.get(key)
+        if ts is None:
+            return
+        spec = ts.run_spec
+        rec = {"type": _TASK, "task_id": task_id(key), "adapter_id": _DASK, "status": _RUNNING,
+               "started_at": time.time(), "activity_id": self._spec.activity(key, spec)}
+        link_fields(rec, ts.annotations)
+        if self._capture_inputs:
+            used = self._spec.inputs(spec)
+            if used is not None:
+                rec["used"] = used
+        if ts.dependencies:
+            rec["dependencies"] = [task_id(d.key) for d in ts.dependencies]
+        s = p.sampler
+        if s is not None:
+            rec["telemetry_at_start"] = s.latest
+        p.emit(rec)
+
+    def _end_record(self, p, key, ts, status) -> dict:
+        begun, ended = compute_times(ts.startstops)
+        rec = {"type": _TASK, "task_id": task_id(key), "adapter_id": _DASK, "status": status,
+               "ended_at": ended or time.time()}
+        if begun is not None:
+            rec["started_at"] = begun
+        link_fields(rec, ts.annotations)
+        s = p.sampler
+        if s is not None:
+            rec["telemetry_at_end"] = s.latest
+        return rec
+
+    def _finished(self, p, key, ts) -> None:
+        rec = self._end_record(p, key, ts, _FINISHED)
+        if self._capture_outputs:
+            value = self._result(key)
+            if value is _SPILLED:
+                rec["generated"] = {"return": {"type": ts.type.__name__ if ts.type else None,
+                                               "nbytes": ts.nbytes, "note": "spilled to disk; not read back"}}
+            else:
+                rec["generated"] = value if isinstance(value, dict) else {"return": value}
+        p.emit(rec)
+
+    def _failed(self, p, key, ts) -> None:
+        rec = self._end_record(p, key, ts, _ERROR)
+        exc_text = ts.exception_text
+        rec["stderr"] = format_error(exc_text, ts.traceback_text)
+        if exc_text:
+            rec["exception"] = exc_text
+        p.emit(rec)
+
+    def _result(self, key):
+        """The task's result by reference, from fast memory only (never reads spilled data)."""
+        data = self.worker.data
+        fast = getattr(data, "fast", None)
+        if fast is not None and hasattr(fast, "__contains__") and fast is not True and fast is not False:
+            return fast[key] if key in fast else _SPILLED
+        return data.get(key)
+
+    def _error(self, what: str, exc: BaseException) -> None:
+        self.hook_errors += 1
+        if not self._logged:
+            self._logged = True
+            log.error("flowcept_dist: %s: %s: %s (logged once; tasks are unaffected)", what,
+                      type(exc).__name__, exc)
+
+    @property
+    def stats(self) -> dict:
+        """Counters of this worker's capture (pipeline snapshot + hook errors + unreadable specs)."""
+        st = self.pipeline.stats if self.pipeline is not None else self._last_stats
+        out = st.snapshot() if st is not None else {}
+        out["hook_errors"] = self.hook_errors
+        out["unknown_specs"] = self._spec.unknown if self._spec is not None else 0
+        return out
+
+
+async def dask_setup(worker) -> None:
+    """Preload entry point: ``dask worker --preload worker_plugins.dask``.
+
+    Settings come from the worker's environment / settings file.
+    """
+    await worker.plugin_add(FlowceptWorkerPlugin(), name=WORKER_PLUGIN_NAME)
