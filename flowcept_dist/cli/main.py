@@ -23,9 +23,7 @@ COMMAND_MODULES = [
 ]
 
 
-class CliError(Exception):
-    """A user mistake: printed as one line, exit code 2."""
-
+from .errors import CliError  # noqa: F401  (re-exported for command modules)
 
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__

@@ -28,7 +28,7 @@ def register(sub) -> None:
 
 
 def _json_arg(text, name):
-    from .main import CliError
+    from .errors import CliError
 
     if text is None:
         return None
@@ -55,7 +55,7 @@ def _api():
 
 
 def run_query(args) -> int:
-    from .main import CliError
+    from .errors import CliError
     from .output import jsonl, table
 
     flt = _json_arg(args.filter, "filter")

@@ -15,7 +15,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..settings import DEFAULT_SETTINGS_PATH, SETTINGS_PATH_ENV, render_settings_file
-    from .main import CliError
+    from .errors import CliError
 
     path = os.path.expanduser(args.path or os.environ.get(SETTINGS_PATH_ENV) or DEFAULT_SETTINGS_PATH)
     if os.path.exists(path) and not args.force:
