@@ -96,6 +96,11 @@ class LMDBStore(Store):
             self._entry = _acquire_env(self.path, self._map_size, self._readonly)
         return self._entry[0], self._entry[1]
 
+    @classmethod
+    def from_location(cls, settings, location: str, readonly: bool = False) -> "LMDBStore":
+        """The store named on the command line as ``lmdb:PATH``."""
+        return cls(settings, path=location, readonly=readonly)
+
     def describe(self) -> str:
         return f"lmdb {self.path}"
 
@@ -215,6 +220,26 @@ class LMDBStore(Store):
                 return txn.stat(dbs["records"])["entries"]
         with env.begin(buffers=True) as txn:
             return sum(1 for d in self._iter_docs(txn, dbs, filter) if matches(d, filter))
+
+    def iter_all(self, batch_size: int = 1000, after: str | None = None, keys_only: bool = False):
+        """Every record in key order, as lists of up to ``batch_size`` ``(key, record)`` pairs (``record`` is
+        None with ``keys_only``), starting after key ``after``. Each list is read in its own transaction."""
+        env, dbs = self._handles()
+        last = after.encode() if after is not None else None
+        while True:
+            out = []
+            with env.begin() as txn:
+                cur = txn.cursor(db=dbs["records"])
+                ok = cur.set_range(last) if last is not None else cur.first()
+                while ok and len(out) < batch_size:
+                    key = cur.key()
+                    if key != last:  # set_range lands on ``after`` itself when it exists
+                        out.append((key.decode(), None if keys_only else jsonfmt.loads(cur.value())))
+                    ok = cur.next()
+            if not out:
+                return
+            yield out
+            last = out[-1][0].encode()
 
     def distinct(self, field: str, filter: dict | None = None) -> list:
         """Distinct values of ``field`` among matching records (index-only for indexed fields)."""
