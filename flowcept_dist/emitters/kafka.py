@@ -122,6 +122,7 @@ def ensure_topic(settings, topic: str) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic
 
     conf = client_config(settings)
+    conf["log_level"] = 3  # errors only: nothing polls this short-lived client's log queue
     try:
         admin = AdminClient(conf)
         fut = admin.create_topics([NewTopic(topic, num_partitions=settings.kafka.num_partitions,

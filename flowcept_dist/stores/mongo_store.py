@@ -137,7 +137,8 @@ class MongoStore(Store):
         try:
             yield
         except ConnectionFailure as exc:
-            detail = self._hide(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)[:300]
+            detail = (str(exc).splitlines() or [type(exc).__name__])[0]
+            detail = self._hide(detail.split(" (configured timeouts")[0].split(", Timeout:")[0])[:300]
             raise ConnectionError(
                 f"MongoDB at {where} is unreachable while {action} ({type(exc).__name__}: {detail}); check that mongod "
                 f"is running and reachable from this host, the host and port in store.mongo_uri "

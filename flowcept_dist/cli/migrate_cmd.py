@@ -1,0 +1,179 @@
+"""``flowcept-dist migrate --from lmdb:PATH --to mongo:URI``: copy every record between stores.
+
+Contract:
+
+- the source is read in key order in batches (``iter_all``) and each batch is
+  merged into the destination with ``write_batch``: records already there are
+  merged field by field, so migrating into a store in use, or twice, is safe;
+- after each committed batch the last key is saved to a checkpoint file; an
+  interrupted run started again with the same ``--from``/``--to`` resumes after
+  it (``--restart`` ignores it). The file is removed when a run succeeds;
+- progress goes to stderr; at the end every source key is looked up in the
+  destination (a merge join of both stores' keys) and the counts are printed.
+  Exit 0 when every source record is in the destination, 1 when some are missing,
+  2 for a usage or connection error (one line).
+
+A source that is still being written may gain keys behind the checkpoint:
+migrate a store nobody writes to, or run again until the check passes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+
+from .errors import CliError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("migrate", help="copy every record from one store into another (lmdb <-> mongo)",
+                       description="Copy every record of the source store into the destination, merging with what "
+                                   "is there. Resumable: an interrupted run continues from its checkpoint. Checks at "
+                                   "the end that every source record is in the destination (exit 1 if not).")
+    p.add_argument("--from", dest="source", required=True, metavar="STORE:LOCATION",
+                   help="source store, e.g. lmdb:~/.flowcept/lmdb or mongo:mongodb://host:27017/flowcept")
+    p.add_argument("--to", dest="dest", required=True, metavar="STORE:LOCATION", help="destination store")
+    p.add_argument("--batch-size", type=int, default=1000, help="records per destination write (default 1000)")
+    p.add_argument("--checkpoint", default=None,
+                   help="checkpoint file (default: one per source/destination pair under ~/.flowcept/migrate/)")
+    p.add_argument("--restart", action="store_true", help="ignore the checkpoint: start from the first record")
+    p.set_defaults(func=run)
+
+
+def open_location(settings, spec: str, readonly: bool = False):
+    """Open the store named by ``NAME:LOCATION`` (a store whose class has ``from_location``)."""
+    from ..stores.registry import STORES
+
+    name, sep, location = spec.partition(":")
+    if not sep or not location:
+        raise CliError(f"{spec!r} is not STORE:LOCATION (e.g. lmdb:/data/prov or mongo:mongodb://host:27017/db)")
+    cls = STORES.get(name)  # ValueError listing the known stores
+    opener = getattr(cls, "from_location", None)
+    if opener is None:
+        raise CliError(f"store {name!r} cannot be named on the command line (no from_location)")
+    return opener(settings, os.path.expanduser(location) if name == "lmdb" else location, readonly=readonly)
+
+
+def _checkpoint_path(args) -> str:
+    if args.checkpoint:
+        return os.path.expanduser(args.checkpoint)
+    digest = hashlib.sha1(f"{args.source}\n{args.dest}".encode()).hexdigest()[:16]
+    return os.path.expanduser(f"~/.flowcept/migrate/{digest}.json")
+
+
+def _read_checkpoint(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+        return data if isinstance(data, dict) else {}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise CliError(f"checkpoint {path} is unreadable ({exc}); remove it or pass --restart") from None
+
+
+def _write_checkpoint(path: str, data: dict) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh)
+    os.replace(tmp, path)  # atomic: a kill never leaves half a checkpoint
+
+
+class Progress:
+    """Progress on stderr: one rewritten line on a terminal, else a line every few seconds."""
+
+    def __init__(self, total: int, done: int, stream=None) -> None:
+        self.total, self.start_done = total, done
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.t0 = self.last = time.monotonic()
+
+    def update(self, done: int, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self.last < (0.2 if self.tty else 2.0):
+            return
+        self.last = now
+        rate = (done - self.start_done) / max(now - self.t0, 1e-9)
+        pct = f" ({100 * done / self.total:.0f}%)" if self.total else ""
+        line = f"migrated {done}/{self.total} records{pct}, {rate:,.0f} records/s"
+        if self.tty:
+            self.stream.write("\r" + line + ("\n" if final else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def check_copied(src, dst, batch_size: int = 5000) -> tuple[int, int, str | None]:
+    """Walk both stores' keys in order: (source records, of them missing in the destination, first missing key)."""
+    def keys(store):
+        for batch in store.iter_all(batch_size, keys_only=True):
+            for key, _ in batch:
+                yield key
+
+    dst_keys = keys(dst)
+    d = next(dst_keys, None)
+    n = missing = 0
+    first = None
+    for k in keys(src):
+        n += 1
+        while d is not None and d < k:
+            d = next(dst_keys, None)
+        if d != k:
+            missing += 1
+            first = first or k
+    return n, missing, first
+
+
+def run(args) -> int:
+    from ..settings import load_settings, redact_value
+
+    if args.batch_size < 1:
+        raise CliError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.source == args.dest:
+        raise CliError("--from and --to name the same store")
+    settings = load_settings()
+    src = open_location(settings, args.source, readonly=True)
+    try:
+        dst = open_location(settings, args.dest)
+    except BaseException:
+        src.close()
+        raise
+    ckpt_path = _checkpoint_path(args)
+    try:
+        ckpt = {} if args.restart else _read_checkpoint(ckpt_path)
+        after, copied = ckpt.get("after"), int(ckpt.get("copied", 0))
+        total = src.count()
+        err = sys.stderr
+        print(f"migrating {src.describe()} -> {dst.describe()}: {total} records", file=err, flush=True)
+        if after is not None:
+            print(f"resuming after key {after} ({copied} records copied before; checkpoint {ckpt_path})",
+                  file=err, flush=True)
+        progress = Progress(total, copied)
+        for batch in src.iter_all(args.batch_size, after=after):
+            dst.write_batch([rec for _key, rec in batch])
+            copied += len(batch)
+            after = batch[-1][0]
+            _write_checkpoint(ckpt_path, {"from": redact_value(args.source) if "://" in args.source else args.source,
+                                          "to": redact_value(args.dest) if "://" in args.dest else args.dest,
+                                          "after": after, "copied": copied, "updated_at": time.time()})
+            progress.update(copied)
+        progress.update(copied, final=True)
+        n, missing, first = check_copied(src, dst)
+        print(f"check: source {n} records, destination {dst.count()} records, {n - missing} of the source's "
+              f"records found in the destination", file=err, flush=True)
+        if missing:
+            print(f"{missing} source record(s) are missing from the destination (first: {first}); run again "
+                  f"(add --restart if the source changed behind the checkpoint)", file=err)
+            return 1
+        try:
+            os.remove(ckpt_path)
+        except FileNotFoundError:
+            pass
+        return 0
+    finally:
+        src.close()
+        dst.close()
