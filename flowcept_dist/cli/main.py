@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "flowcept_dist.cli.query_cmd",
     "flowcept_dist.cli.status_cmd",
     "flowcept_dist.cli.migrate_cmd",
+    "flowcept_dist.cli.models_cmd",
 ]
 
 
