@@ -11,6 +11,7 @@ import time
 import pytest
 
 from helpers import free_port, poll_for
+from kafka_fixtures import kafka_broker, kafka_settings, kafka_topic  # noqa: F401  (fixtures)
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")

@@ -128,8 +128,50 @@ def check_copied(src, dst, batch_size: int = 5000) -> tuple[int, int, str | None
     return n, missing, first
 
 
+def migrate(src, dst, batch_size: int = 1000, checkpoint: str | None = None, restart: bool = False,
+            labels: tuple[str, str] | None = None, out=None) -> tuple[int, int]:
+    """Copy ``src`` into ``dst`` (see the module doc). Returns (source records, missing in the destination).
+
+    ``checkpoint``: file recording the last copied key (None: not resumable). ``labels``: how the checkpoint
+    names the two stores (secrets redacted). ``out``: where progress goes (default stderr).
+    """
+    from ..settings import redact_value
+
+    out = out or sys.stderr
+    ckpt = {} if (restart or not checkpoint) else _read_checkpoint(checkpoint)
+    after, copied = ckpt.get("after"), int(ckpt.get("copied", 0))
+    total = src.count()
+    print(f"migrating {src.describe()} -> {dst.describe()}: {total} records", file=out, flush=True)
+    if after is not None:
+        print(f"resuming after key {after} ({copied} records copied before; checkpoint {checkpoint})",
+              file=out, flush=True)
+    names = [redact_value(x) if "://" in x else x for x in (labels or (src.describe(), dst.describe()))]
+    progress = Progress(total, copied, out)
+    for batch in src.iter_all(batch_size, after=after):
+        dst.write_batch([rec for _key, rec in batch])
+        copied += len(batch)
+        after = batch[-1][0]
+        if checkpoint:
+            _write_checkpoint(checkpoint, {"from": names[0], "to": names[1], "after": after, "copied": copied,
+                                           "updated_at": time.time()})
+        progress.update(copied)
+    progress.update(copied, final=True)
+    n, missing, first = check_copied(src, dst)
+    print(f"check: source {n} records, destination {dst.count()} records, {n - missing} of the source's "
+          f"records found in the destination", file=out, flush=True)
+    if missing:
+        print(f"{missing} source record(s) are missing from the destination (first: {first}); run again "
+              f"(add --restart if the source changed behind the checkpoint)", file=out, flush=True)
+    elif checkpoint:
+        try:
+            os.remove(checkpoint)
+        except FileNotFoundError:
+            pass
+    return n, missing
+
+
 def run(args) -> int:
-    from ..settings import load_settings, redact_value
+    from ..settings import load_settings
 
     if args.batch_size < 1:
         raise CliError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -142,38 +184,10 @@ def run(args) -> int:
     except BaseException:
         src.close()
         raise
-    ckpt_path = _checkpoint_path(args)
     try:
-        ckpt = {} if args.restart else _read_checkpoint(ckpt_path)
-        after, copied = ckpt.get("after"), int(ckpt.get("copied", 0))
-        total = src.count()
-        err = sys.stderr
-        print(f"migrating {src.describe()} -> {dst.describe()}: {total} records", file=err, flush=True)
-        if after is not None:
-            print(f"resuming after key {after} ({copied} records copied before; checkpoint {ckpt_path})",
-                  file=err, flush=True)
-        progress = Progress(total, copied)
-        for batch in src.iter_all(args.batch_size, after=after):
-            dst.write_batch([rec for _key, rec in batch])
-            copied += len(batch)
-            after = batch[-1][0]
-            _write_checkpoint(ckpt_path, {"from": redact_value(args.source) if "://" in args.source else args.source,
-                                          "to": redact_value(args.dest) if "://" in args.dest else args.dest,
-                                          "after": after, "copied": copied, "updated_at": time.time()})
-            progress.update(copied)
-        progress.update(copied, final=True)
-        n, missing, first = check_copied(src, dst)
-        print(f"check: source {n} records, destination {dst.count()} records, {n - missing} of the source's "
-              f"records found in the destination", file=err, flush=True)
-        if missing:
-            print(f"{missing} source record(s) are missing from the destination (first: {first}); run again "
-                  f"(add --restart if the source changed behind the checkpoint)", file=err)
-            return 1
-        try:
-            os.remove(ckpt_path)
-        except FileNotFoundError:
-            pass
-        return 0
+        _n, missing = migrate(src, dst, args.batch_size, _checkpoint_path(args), args.restart,
+                              labels=(args.source, args.dest))
+        return 1 if missing else 0
     finally:
         src.close()
         dst.close()

@@ -6,8 +6,10 @@ store key ``"<type>:<id>"`` (so a task id is unique per type), plus two hidden
 bookkeeping fields: ``_v`` (a version, incremented on every change) and ``_w``
 (the id of the write that made it). Queries never return ``_id``, ``_v`` or ``_w``.
 
-Indexes: ``_id``; ``task_id`` (unique among task records); ``workflow_id``,
-``campaign_id``, ``status``, ``started_at``, ``parent_task_id``, ``type``.
+Indexes: ``_id`` (unique: so a task id is unique among task records, as is every
+other type's id); ``task_id``, ``workflow_id``, ``campaign_id``, ``status``,
+``started_at``, ``parent_task_id``, ``type``. (``task_id`` gets no unique index of
+its own: records of other types, e.g. objects, may carry the task id they belong to.)
 
 Merge: ``write_batch`` reads the stored documents of the batch's keys with one
 ``find``, merges in Python with :func:`~flowcept_dist.stores.merge.merge_records`
@@ -43,7 +45,7 @@ from .merge import merge_records
 from .query import QueryError, normalize_sort, project, validate_filter
 
 HIDDEN_FIELDS = ("_id", "_v", "_w")
-INDEXED_FIELDS = ("workflow_id", "campaign_id", "status", "started_at", "parent_task_id", "type")
+INDEXED_FIELDS = ("task_id", "workflow_id", "campaign_id", "status", "started_at", "parent_task_id", "type")
 _CONFLICT_RETRIES = 20
 _DUPLICATE_KEY = 11000
 
@@ -116,9 +118,7 @@ class MongoStore(Store):
     def _ensure_indexes(coll) -> None:
         from pymongo import ASCENDING, IndexModel
 
-        models = [IndexModel([("task_id", ASCENDING)], name="task_id_unique", unique=True,
-                             partialFilterExpression={"type": "task"})]
-        models += [IndexModel([(f, ASCENDING)], name=f) for f in INDEXED_FIELDS]
+        models = [IndexModel([(f, ASCENDING)], name=f) for f in INDEXED_FIELDS]
         coll.create_indexes(models)  # idempotent
 
     def _hide(self, text: str) -> str:
@@ -218,7 +218,9 @@ class MongoStore(Store):
             if res.inserted_count + res.matched_count == len(ops):
                 return set()
         except BulkWriteError as exc:
-            other = [e for e in exc.details.get("writeErrors", []) if e.get("code") != _DUPLICATE_KEY]
+            # a duplicate _id: another writer inserted the key first. Anything else is a real error.
+            other = [e for e in exc.details.get("writeErrors", [])
+                     if e.get("code") != _DUPLICATE_KEY or e.get("keyPattern", {"_id": 1}) != {"_id": 1}]
             if other:
                 raise
         # some conditional writes did not apply: the keys not carrying our write token lost a race
