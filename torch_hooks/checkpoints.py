@@ -4,8 +4,8 @@
 stores it as an "object" record (see :mod:`torch_hooks.catalog` for the
 fields): inline (base64) up to ``torch.checkpoint_inline_max_bytes``, else as
 a file in ``torch.checkpoint_dir`` with its sha256. The record links to the
-active workflow and to the task running (``current_task_id``): a Dask/Ray
-task, a ``@torch_task``, an epoch. It is durable when ``save_model`` returns:
+active workflow and to the task running (``current_task_id``, else the
+Dask/Ray task executing the thread): a ``@torch_task``, an epoch, a Dask task. It is durable when ``save_model`` returns:
 written straight into the store for the ``direct`` transport (or when capture
 is off), otherwise sent and flushed through the pipeline (a stream transport
 delivers it to the store through the consumer).
@@ -25,10 +25,11 @@ import socket
 import time
 
 from flowcept_dist import runtime
-from flowcept_dist.capture import current_task_id, current_workflow
+from flowcept_dist.capture import current_workflow
 from flowcept_dist.records import SCHEMA_VERSION, AdapterId, RecordType, new_id
 
 from .catalog import SUBTYPE, checkpoint_bytes, find_checkpoint
+from .context import links
 from .loops import model_facts
 
 FORMAT = "torch.save(state_dict)"
@@ -79,14 +80,12 @@ def save_model(model, name: str | None = None, *, metadata: dict | None = None, 
 
     p = _pipeline()
     settings = p.settings
-    wf = current_workflow()
+    parent, wf_id, camp = links()
     object_id = new_id()
     rec = {"type": RecordType.OBJECT.value, "object_id": object_id, "subtype": SUBTYPE,
            "adapter_id": AdapterId.TORCH.value,
            "name": name or (type(model).__name__ if is_module else "state_dict"),
-           "workflow_id": workflow_id or (wf.workflow_id if wf is not None else None),
-           "campaign_id": wf.campaign_id if wf is not None else None,
-           "parent_task_id": task_id or current_task_id.get(),
+           "workflow_id": workflow_id or wf_id, "campaign_id": camp, "parent_task_id": task_id or parent,
            "model_class": f"{type(model).__module__}.{type(model).__qualname__}" if is_module else None,
            "model": model_facts(model) if is_module else None,
            "format": FORMAT, "torch_version": torch.__version__, "sha256": hashlib.sha256(data).hexdigest(),

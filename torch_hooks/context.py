@@ -3,7 +3,8 @@
 ``current_batch_index`` is set by :func:`torch_hooks.batches` while a batch
 runs, so ``instrument(..., every_n_batches=n)`` samples whole batches: every
 forward pass of batch ``i`` is recorded when ``i % n == 0``. The parent task
-of every record is ``flowcept_dist.capture.current_task_id``.
+of every record is ``flowcept_dist.capture.current_task_id``, else the Dask or
+Ray task executing the thread (:func:`links`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
+import sys
 
 from flowcept_dist import runtime
-from flowcept_dist.capture import current_workflow
+from flowcept_dist.capture import current_task_id, current_workflow
 
 log = logging.getLogger("flowcept_dist.torch")
 
@@ -45,10 +47,74 @@ def active_pipeline():
     return p if p.enabled else None
 
 
-def workflow_ids() -> tuple[str | None, str | None]:
-    """(workflow_id, campaign_id) of the innermost active ``Flowcept`` context."""
+def restore_task_id(token) -> None:
+    """Undo ``current_task_id.set``; from another context (a token that cannot be used), restore by value."""
+    try:
+        current_task_id.reset(token)
+    except ValueError:
+        old = token.old_value
+        current_task_id.set(None if old is contextvars.Token.MISSING else old)
+
+
+_NO_TASK = (None, None, None)
+
+
+def engine_task() -> tuple[str | None, str | None, str | None]:
+    """(task_id, workflow_id, campaign_id) of the Dask or Ray task running in this thread, else Nones.
+
+    Dask: ``distributed.utils.thread_state.key`` (set by the worker in the
+    thread executing a task) gives the task id the Dask plugins record (the
+    stringified key); workflow and campaign come from the task's
+    ``flowcept_workflow_id``/``flowcept_campaign_id`` annotations. Ray: the
+    runtime context's task id (hex). Imports nothing the program has not
+    imported; never raises.
+    """
+    dutils = sys.modules.get("distributed.utils")
+    if dutils is not None:
+        key = getattr(dutils.thread_state, "key", None)
+        if key is not None:
+            try:
+                from flowcept_dist.dask import CAMPAIGN_ANNOTATION, WORKFLOW_ANNOTATION, task_id
+
+                wf = camp = None
+                try:
+                    from distributed import get_worker
+
+                    ts = get_worker().state.tasks.get(key)
+                    ann = ts.annotations if ts is not None else None
+                    if ann:
+                        wf, camp = ann.get(WORKFLOW_ANNOTATION), ann.get(CAMPAIGN_ANNOTATION)
+                except Exception:  # no worker (e.g. a local scheduler thread): the key alone
+                    pass
+                return task_id(key), wf, camp
+            except Exception:
+                return _NO_TASK
+    ray = sys.modules.get("ray")
+    if ray is not None:
+        try:
+            if ray.is_initialized():
+                ctx = ray.get_runtime_context()
+                if ctx.worker.mode == ray.WORKER_MODE:  # inside a task or actor, not the driver
+                    return ctx.get_task_id(), None, None
+        except Exception:
+            pass
+    return _NO_TASK
+
+
+def links() -> tuple[str | None, str | None, str | None]:
+    """(parent_task_id, workflow_id, campaign_id) for a record made now in this thread.
+
+    ``current_task_id`` and the innermost ``Flowcept`` context first; what
+    they lack comes from the Dask/Ray task running this thread, if any.
+    """
+    parent = current_task_id.get()
     wf = current_workflow()
-    return (wf.workflow_id, wf.campaign_id) if wf is not None else (None, None)
+    if parent is not None and wf is not None:
+        return parent, wf.workflow_id, wf.campaign_id
+    tid, wf_id, camp = engine_task()
+    if wf is not None:
+        wf_id, camp = wf.workflow_id, wf.campaign_id
+    return (parent if parent is not None else tid), wf_id, camp
 
 
 class ErrorCounter:

@@ -40,7 +40,7 @@ import weakref
 from flowcept_dist.capture import current_task_id
 from flowcept_dist.records import AdapterId, RecordType, Status, new_id
 
-from .context import ErrorCounter, active_pipeline, current_batch_index, workflow_ids
+from .context import ErrorCounter, active_pipeline, current_batch_index, links, restore_task_id
 from .summary import summarize
 
 _now = time.time
@@ -111,13 +111,13 @@ class Instrumentation:
             if p is None:
                 st.stack.append((module, None, None))
                 return
-            wf_id, camp = workflow_ids()
+            parent, wf_id, camp = links()
             tid = new_id()
             meta = {"training": bool(module.training)}
             if bi is not None:
                 meta["batch_index"] = bi
             rec = {"type": _TASK, "task_id": tid, "activity_id": self.name, "subtype": "forward",
-                   "adapter_id": _TORCH, "parent_task_id": current_task_id.get(), "workflow_id": wf_id,
+                   "adapter_id": _TORCH, "parent_task_id": parent, "workflow_id": wf_id,
                    "campaign_id": camp, "custom_metadata": meta, "_p": p, "_outer": st.forward}
             if self.inspect_tensors and p.capture_inputs:
                 rec["used"] = {"args": summarize(args), "kwargs": summarize(kwargs)} if kwargs else \
@@ -143,10 +143,7 @@ class Instrumentation:
             if rec is None:
                 return
             st.forward = rec.pop("_outer")
-            try:
-                current_task_id.reset(token)
-            except ValueError:  # reset from another context: restore the parent by value
-                current_task_id.set(rec["parent_task_id"])
+            restore_task_id(token)
             p = rec.pop("_p")
             rec["ended_at"] = ended
             _finish(rec, output)

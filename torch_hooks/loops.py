@@ -40,7 +40,7 @@ from flowcept_dist.capture import current_task_id
 from flowcept_dist.records import AdapterId, RecordType, Status, new_id
 from flowcept_dist.sanitize import module_summary
 
-from .context import ErrorCounter, active_pipeline, current_batch_index, workflow_ids
+from .context import ErrorCounter, active_pipeline, current_batch_index, links, restore_task_id
 from .summary import hold_metric, metric_value, summarize
 
 _now = time.time
@@ -82,8 +82,11 @@ class _Pending:
         return {k: metric_value(v) for k, v in vals.items()}
 
 
-def _open(p, activity_id: str, subtype: str, parent, used: dict | None, telemetry: bool) -> dict:
-    wf_id, camp = workflow_ids()
+def _open(p, activity_id: str, subtype: str, used: dict | None, telemetry: bool, parent=None) -> dict:
+    """A started task record, child of ``parent`` if given, else of the current task (see ``links``)."""
+    current, wf_id, camp = links()
+    if parent is None:
+        parent = current
     rec = {"type": _TASK, "task_id": new_id(), "activity_id": activity_id, "subtype": subtype,
            "adapter_id": _TORCH, "parent_task_id": parent, "workflow_id": wf_id, "campaign_id": camp}
     if used is not None and p.capture_inputs:
@@ -144,7 +147,7 @@ class RunScope:
             used = dict(self.hyperparams)
             if self.model is not None:
                 used["model"] = model_facts(self.model)
-            rec = _open(p, self.name, self.subtype, current_task_id.get(), used, telemetry=True)
+            rec = _open(p, self.name, self.subtype, used, telemetry=True)
             if self.tags:
                 rec["tags"] = self.tags
         except Exception as exc:
@@ -159,10 +162,7 @@ class RunScope:
         if rec is None:
             return
         self._rec = None
-        try:
-            current_task_id.reset(self._token)
-        except ValueError:
-            current_task_id.set(rec["parent_task_id"])
+        restore_task_id(self._token)
         _close(p, rec, self._pending, telemetry=True, status=_ERROR if exc is not None else _FINISHED, exc=exc)
 
     def log(self, values: dict | None = None, **kw) -> None:
@@ -239,7 +239,7 @@ class _Loop:
                 except StopIteration:
                     return
                 try:
-                    rec = _open(p, self.name, self.subtype, outer, self._used(i, item), self.telemetry)
+                    rec = _open(p, self.name, self.subtype, self._used(i, item), self.telemetry, parent=outer)
                     rec["custom_metadata"] = {"data_wait_s": rec["started_at"] - waited}
                     self.current_task_id = rec["task_id"]
                     current_task_id.set(rec["task_id"])
