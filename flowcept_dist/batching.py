@@ -34,10 +34,14 @@ from .stats import PipelineStats
 log = logging.getLogger("flowcept_dist")
 
 _VALUE_FIELDS = ("used", "generated")
+_SCALARS = frozenset({int, str, bool, type(None)})  # JSON-safe as they are (floats may be nan/inf)
 _processors: "weakref.WeakSet[BatchProcessor]" = weakref.WeakSet()
 
 
 class BatchProcessor:
+    """Queue + thread + emitter. Records may carry a ``"_complete": (fn, *args)`` entry:
+    ``fn(record, *args)`` runs on the processor thread before sanitizing (deferred capture work)."""
+
     def __init__(self, emitter, *, batch_size: int = 1000, flush_interval_s: float = 0.5,
                  max_queue: int = 100000, on_full: str = "drop_oldest", block_timeout_s: float = 1.0,
                  max_value_bytes: int = 65536, max_repr_chars: int = 200, context: dict | None = None,
@@ -174,11 +178,24 @@ class BatchProcessor:
     def _prepare(self, batch: list[dict]) -> list[dict]:
         ctx = self.context
         max_bytes = self.max_value_bytes
+        max_str = max_bytes // 4
         repr_chars = self.max_repr_chars
         for rec in batch:
             for key, val in ctx.items():
                 if key not in rec:
                     rec[key] = val
+            done = rec.pop("_complete", None)
+            if done is not None:
+                # deferred work of a capture point (binding inputs, naming outputs), done here
+                # so the caller's thread pays nothing for it
+                try:
+                    done[0](rec, *done[1:])
+                except Exception as exc:
+                    self.stats.hook_failures += 1
+                    if "complete" not in self._logged_reasons:
+                        self._logged_reasons.add("complete")
+                        log.warning("flowcept_dist: could not record inputs/outputs (%s: %s); logged once",
+                                    type(exc).__name__, exc)
             for field in _VALUE_FIELDS:
                 values = rec.get(field)
                 if values is None:
@@ -187,6 +204,9 @@ class BatchProcessor:
                     values = {"value": values}
                 clean = {}
                 for k, v in values.items():
+                    if type(v) in _SCALARS and (type(v) is not str or len(v) < max_str):
+                        clean[k if type(k) is str else str(k)] = v  # fast path: nothing to convert
+                        continue
                     sv, truncated = sanitize(v, max_bytes, repr_chars)
                     if truncated:
                         self.stats.truncated_values += 1

@@ -33,6 +33,10 @@ _INSTR = AdapterId.INSTRUMENTATION.value
 
 #: id of the decorated task running in this thread / asyncio task (parent of nested calls)
 current_task_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("flowcept_task_id", default=None)
+_get_task = current_task_id.get
+_set_task = current_task_id.set
+_reset_task = current_task_id.reset
+_NO_RESULT = object()  # marks a call that raised: no 'generated'
 
 _workflows: list["Flowcept"] = []  # active Flowcept contexts of this process, innermost last
 _workflows_lock = threading.Lock()
@@ -264,60 +268,52 @@ def flowcept_task(func=None, *, output_names=None, activity_id: str | None = Non
     if tags is not None:
         extra["tags"] = list(tags)
 
-    def begin(p, args, kwargs):
-        wf = _workflows[-1] if _workflows else None
-        rec = {"type": _TASK, "task_id": new_id(), "activity_id": name, "adapter_id": adapter_id,
-               "parent_task_id": current_task_id.get(),
-               "workflow_id": wf.workflow_id if wf is not None else None,
-               "campaign_id": wf.campaign_id if wf is not None else None}
-        if p.capture_inputs:
+    def complete(rec, args, kwargs, result, inputs, outputs):
+        # runs on the processor thread: binding and output naming cost the caller nothing
+        if inputs:
             rec["used"] = bind(args, kwargs)
+        if outputs and result is not _NO_RESULT:
+            rec["generated"] = _outputs(result, output_names)
+
+    def finish(p, task_id, parent, started, tel0, args, kwargs, result, exc):
+        wf = _workflows[-1] if _workflows else None
+        s = p.sampler
+        rec = {"type": _TASK, "task_id": task_id, "activity_id": name, "adapter_id": adapter_id,
+               "parent_task_id": parent, "workflow_id": wf.workflow_id if wf is not None else None,
+               "campaign_id": wf.campaign_id if wf is not None else None, "started_at": started,
+               "ended_at": _now(), "status": _FINISHED, "telemetry_at_start": tel0,
+               "telemetry_at_end": s.latest if s is not None else None,
+               "_complete": (complete, args, kwargs, result, p.capture_inputs, p.capture_outputs)}
         if extra:
             rec.update(extra)
-        s = p.sampler
-        if s is not None:
-            rec["telemetry_at_start"] = s.latest
-        return rec
-
-    def end(p, rec, result, started):
-        rec["started_at"] = started
-        rec["ended_at"] = _now()
-        rec["status"] = _FINISHED
-        if p.capture_outputs:
-            rec["generated"] = _outputs(result, output_names)
-        s = p.sampler
-        if s is not None:
-            rec["telemetry_at_end"] = s.latest
-        p.emit(rec)
-
-    def fail(p, rec, exc, started):
-        rec["started_at"] = started
-        rec["ended_at"] = _now()
-        _error_record(rec, exc)
-        s = p.sampler
-        if s is not None:
-            rec["telemetry_at_end"] = s.latest
+        if exc is not None:
+            _error_record(rec, exc)
         p.emit(rec)
 
     if inspect.iscoroutinefunction(func):
         @functools.wraps(func)
         async def async_wrapper(*args, **kwargs):
             p = runtime._pipeline
-            if p is None or p.pid != os.getpid():
+            if p is None:
                 p = _safe_pipeline()
-            if p is None or not p.enabled:
+                if p is None:
+                    return await func(*args, **kwargs)
+            if not p.enabled:
                 return await func(*args, **kwargs)
-            rec = begin(p, args, kwargs)
-            token = current_task_id.set(rec["task_id"])
+            task_id = new_id()
+            parent = _get_task()
+            token = _set_task(task_id)
+            s = p.sampler
+            tel0 = s.latest if s is not None else None
             started = _now()
             try:
                 result = await func(*args, **kwargs)
             except BaseException as exc:
-                fail(p, rec, exc, started)
+                finish(p, task_id, parent, started, tel0, args, kwargs, _NO_RESULT, exc)
                 raise
             finally:
-                current_task_id.reset(token)
-            end(p, rec, result, started)
+                _reset_task(token)
+            finish(p, task_id, parent, started, tel0, args, kwargs, result, None)
             return result
 
         async_wrapper.__wrapped_flowcept__ = True
@@ -326,21 +322,26 @@ def flowcept_task(func=None, *, output_names=None, activity_id: str | None = Non
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         p = runtime._pipeline
-        if p is None or p.pid != os.getpid():
+        if p is None:
             p = _safe_pipeline()
-        if p is None or not p.enabled:
+            if p is None:
+                return func(*args, **kwargs)
+        if not p.enabled:
             return func(*args, **kwargs)
-        rec = begin(p, args, kwargs)
-        token = current_task_id.set(rec["task_id"])
+        task_id = new_id()
+        parent = _get_task()
+        token = _set_task(task_id)
+        s = p.sampler
+        tel0 = s.latest if s is not None else None
         started = _now()
         try:
             result = func(*args, **kwargs)
         except BaseException as exc:
-            fail(p, rec, exc, started)
+            finish(p, task_id, parent, started, tel0, args, kwargs, _NO_RESULT, exc)
             raise
         finally:
-            current_task_id.reset(token)
-        end(p, rec, result, started)
+            _reset_task(token)
+        finish(p, task_id, parent, started, tel0, args, kwargs, result, None)
         return result
 
     wrapper.__wrapped_flowcept__ = True
@@ -414,7 +415,7 @@ class FlowceptLoop:
 
     def __iter__(self):
         p = runtime._pipeline
-        if p is None or p.pid != os.getpid():
+        if p is None:
             p = _safe_pipeline()
         if p is None or not p.enabled:
             yield from self.items

@@ -61,6 +61,18 @@ class Pipeline:
     def emit(self, record: dict) -> None:  # replaced per instance by processor.emit when enabled
         return None
 
+    def _after_fork(self) -> None:
+        """In a forked child: same settings and processor (which re-creates its own thread); a new sampler."""
+        self.pid = os.getpid()
+        if self.sampler is not None:
+            from .telemetry import TelemetrySampler
+
+            on_sample = self.sampler.on_sample
+            try:
+                self.sampler = TelemetrySampler(self.settings, on_sample=on_sample).start()
+            except Exception:
+                self.sampler = None
+
     def telemetry(self) -> dict | None:
         s = self.sampler
         return s.latest if s is not None else None
@@ -86,6 +98,16 @@ class Pipeline:
             self.sampler = None
         if self.processor is not None:
             self.processor.shutdown(self.settings.transport.shutdown_timeout_s if timeout_s is None else timeout_s)
+
+
+def _after_fork_in_child() -> None:
+    p = _pipeline
+    if p is not None:
+        p._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def get_pipeline(settings=None) -> Pipeline:

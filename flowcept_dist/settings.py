@@ -65,6 +65,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "enabled": Key(True, "bool", "Sample CPU/memory/disk/network/GPU in a background thread per process."),
         "interval_s": Key(1.0, "float", "Seconds between samples.", minimum=0.01),
         "records": Key(True, "bool", "Also store each periodic sample as a record of type 'telemetry'."),
+        "per_task": Key("compact", "choice", "What tasks embed as telemetry_at_start/end: compact (CPU, memory, GPU) or full (also disk and network counters).",
+                        choices=("compact", "full")),
         "cpu": Key(True, "bool", "CPU percent (machine and process)."),
         "memory": Key(True, "bool", "Machine memory and process RSS."),
         "disk": Key(True, "bool", "Disk I/O counters."),
@@ -135,6 +137,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "torch": {
         "checkpoint_inline_max_bytes": Key(1048576, "int", "torch_hooks.save_model: checkpoints up to this size are stored in the store itself (base64 in an 'object' record); larger ones are written to checkpoint_dir with their sha256.", minimum=0),
         "checkpoint_dir": Key("~/.flowcept/checkpoints", "path", "Where torch_hooks.save_model writes large checkpoints (a shared filesystem if models are loaded on other hosts)."),
+    },
+    "ray": {
+        "namespace": Key("flowcept", "str", "Ray namespace of the detached consumer actor."),
+        "consumer_name": Key("flowcept-consumer", "str", "Name of the detached consumer actor (and of its Redis consumer in the group)."),
+        "worker_flush_interval_s": Key(0.05, "float", "Longest time a record waits in a Ray worker's queue (Ray ends a job's workers without running exit handlers; drain() waits this long).", minimum=0.001),
+        "drain_grace_s": Key(0.25, "float", "drain(): extra wait beyond two worker flush intervals for the workers' last exports.", minimum=0),
+        "watch_interval_s": Key(1.0, "float", "Seconds between polls of Ray's task events by the lifecycle watcher.", minimum=0.05),
+        "watch_limit": Key(10000, "int", "Most tasks one State API listing returns (Ray caps it at 10000).", minimum=1),
+        "actor_timeout_s": Key(30.0, "float", "ray_actor emitter: longest wait for the consumer actor to acknowledge one batch.", minimum=0.1),
     },
     "log": {
         "level": Key("WARNING", "choice", "Log level of the flowcept_dist logger.", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),

@@ -25,6 +25,7 @@ class PipelineStats:
         self.emitter = emitter
         self.exported = 0
         self.truncated_values = 0
+        self.hook_failures = 0
         self.dropped: dict[str, int] = {}
         self.export_failures = 0
         self.export_seconds = 0.0
@@ -58,7 +59,7 @@ class PipelineStats:
             "started_at": self.started_at, "updated_at": time.time(), "emitted": self.emitted,
             "exported": self.exported, "dropped": dict(self.dropped), "dropped_total": self.dropped_total,
             "queue_depth": self.queue_depth, "export_failures": self.export_failures,
-            "truncated_values": self.truncated_values,
+            "truncated_values": self.truncated_values, "hook_failures": self.hook_failures,
             "mean_export_ms": round(1000 * self.export_seconds / self.exports, 3) if self.exports else None,
             "last_error": self.last_error,
         }

@@ -96,15 +96,21 @@ def open_gpus():
 class TelemetrySampler:
     """Samples resources every ``interval_s`` in a daemon thread.
 
-    ``latest`` is the most recent sample (a dict, replaced, never mutated), so
-    readers on any thread take it without locking. ``on_sample`` (optional) is
-    called on the sampler thread with each new sample; it must not block.
+    ``latest_full`` is the most recent sample; ``latest`` is what tasks embed as
+    ``telemetry_at_start`` / ``telemetry_at_end``: the same sample with
+    ``telemetry.per_task: full``, or (default ``compact``) CPU and memory only
+    (plus GPUs), because a task record carries two of them and the full disk
+    and network counters would triple its size. Full samples go to the
+    periodic telemetry records. Both are dicts replaced, never mutated, so
+    readers on any thread take them without locking. ``on_sample`` (optional)
+    is called on the sampler thread with each new full sample; it must not block.
     """
 
     def __init__(self, settings, on_sample=None) -> None:
         self.t = settings.telemetry
         self.on_sample = on_sample
         self.latest: dict | None = None
+        self.latest_full: dict | None = None
         self.gpu_error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -124,7 +130,7 @@ class TelemetrySampler:
             if self._gpus is None:
                 self.gpu_error = reason
                 log.info("flowcept_dist: no GPU telemetry on %s (%s)", socket.gethostname(), reason)
-        self.latest = self.sample()
+        self._publish(self.sample())
         self._thread = threading.Thread(target=self._run, name="flowcept-telemetry", daemon=True)
         self._thread.start()
         return self
@@ -167,11 +173,22 @@ class TelemetrySampler:
                     log.warning("flowcept_dist: GPU telemetry failed (%s); continuing without it", exc)
         return out
 
+    def _publish(self, sample: dict) -> None:
+        self.latest_full = sample
+        if self.t.per_task == "full":
+            self.latest = sample
+        else:
+            compact = {k: sample[k] for k in ("timestamp", "cpu", "gpu") if k in sample}
+            mem = sample.get("memory")
+            if mem is not None:
+                compact["memory"] = {"percent": mem["percent"], "process_rss": mem["process_rss"]}
+            self.latest = compact
+
     def _run(self) -> None:
         while not self._stop.wait(self.t.interval_s):
             try:
                 s = self.sample()
-                self.latest = s
+                self._publish(s)
                 if self.on_sample is not None:
                     self.on_sample(s)
             except Exception as exc:  # never kill the thread

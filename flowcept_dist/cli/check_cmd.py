@@ -53,7 +53,7 @@ def _check_telemetry(settings) -> str:
     s = TelemetrySampler(settings)
     try:
         s.start()
-        parts = [k for k in ("cpu", "memory", "disk", "network", "gpu") if k in (s.latest or {})]
+        parts = [k for k in ("cpu", "memory", "disk", "network", "gpu") if k in (s.latest_full or {})]
         gpu = "" if "gpu" in parts or not settings.telemetry.gpu else f"; no GPU ({s.gpu_error})"
         return ", ".join(parts) + gpu
     finally:

@@ -33,8 +33,8 @@ class DirectEmitter(Emitter):
         attempt = 0
         while True:
             try:
-                n = self._get_store().write_batch(batch)
-                return ExportResult(ExportStatus.SUCCESS, exported=n)
+                self._get_store().write_batch(batch)  # returns records changed; events merged count too
+                return ExportResult(ExportStatus.SUCCESS, exported=len(batch))
             except Exception as exc:
                 if attempt >= self.settings.transport.max_retries or not self.backoff_sleep(attempt):
                     return ExportResult(ExportStatus.FAILURE, error=f"store write failed: {exc}")

@@ -175,7 +175,8 @@ class KafkaEmitter(Emitter):
             return None
         now = time.monotonic()
         if self._nparts is None or now - self._nparts_at > 300:
-            self._nparts = topic_partitions(self._get_producer(), self.settings, self.settings.kafka.topic)
+            self._nparts = topic_partitions(self._get_producer(), self.settings, self.settings.kafka.topic,
+                                            timeout_s=min(5.0, self.settings.kafka.delivery_timeout_s))
             self._nparts_at = now
         return self._nparts
 
@@ -221,6 +222,13 @@ class KafkaEmitter(Emitter):
     # -- export -----------------------------------------------------------------
     def export(self, batch: list[dict]) -> ExportResult:
         """Produce ``batch`` and wait for every delivery report (bounded by the delivery timeout and retries)."""
+        try:
+            return self._export(batch)
+        except Exception as exc:  # e.g. an invalid librdkafka option: reported, never raised
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            return ExportResult(ExportStatus.FAILURE, error=self.last_error)
+
+    def _export(self, batch: list[dict]) -> ExportResult:
         dropped: dict = {}
         exported = 0
         attempt = 0

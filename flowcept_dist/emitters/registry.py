@@ -12,6 +12,7 @@ EMITTERS = Registry(
         "memory": "flowcept_dist.emitters.memory:MemoryEmitter",
         "redis_streams": "flowcept_dist.emitters.redis_streams:RedisStreamsEmitter",
         "kafka": "flowcept_dist.emitters.kafka:KafkaEmitter",
+        "ray_actor": "flowcept_dist.ray_consumer:RayActorEmitter",
     },
     setting="transport.type",
 )

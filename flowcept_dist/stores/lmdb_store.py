@@ -26,14 +26,19 @@ from .merge import merge_records
 from .query import QueryError, get_path, run_query, validate_filter, _MISSING
 
 INDEXED_FIELDS = ("workflow_id", "parent_task_id", "campaign_id", "status", "type")
-_SEP = b"\x00"
+#: Sparse indexes: these values are so common that indexing them would cost a write per record and
+#: save nothing at query time (a query for them reads most of the store anyway). Queries on them scan.
+UNINDEXED_VALUES = {"status": frozenset({"FINISHED"}), "type": frozenset({"task", "telemetry"})}
 
 _envs: dict[tuple[int, str], list] = {}  # (pid, path) -> [env, dbs, refcount]
 _envs_lock = threading.Lock()
 
 
-def _index_value(value) -> bytes | None:
+def _index_value(value, field: str | None = None) -> bytes | None:
     if value is None or isinstance(value, (dict, list)):
+        return None
+    skip = UNINDEXED_VALUES.get(field)
+    if skip is not None and value in skip:
         return None
     return str(value).encode()[:400]
 
@@ -116,41 +121,51 @@ class LMDBStore(Store):
             return 0
         import lmdb
 
-        keyed = [(record_key(r).encode(), r) for r in records]  # ValueError before any write
+        # events of one record in the same batch are merged in memory first: one read and one write per key
+        merged: dict[bytes, dict] = {}
+        for rec in records:
+            key = record_key(rec).encode()  # ValueError before any write
+            prev = merged.get(key)
+            merged[key] = rec if prev is None else merge_records(prev, rec)
         env, dbs = self._handles()
         try:
-            return self._write(env, dbs, keyed)
+            return self._write(env, dbs, merged)
         except lmdb.MapFullError:
             env.set_mapsize(env.info()["map_size"] * 2)
-            return self._write(env, dbs, keyed)
+            return self._write(env, dbs, merged)
 
-    def _write(self, env, dbs, keyed) -> int:
+    def _write(self, env, dbs, merged: dict) -> int:
         now = time.time()
         changed = 0
         rdb = dbs["records"]
         dumps, loads = jsonfmt.dumps, jsonfmt.loads
+        idx = [(f, dbs[f]) for f in INDEXED_FIELDS]
         with env.begin(write=True) as txn:
-            for key, rec in keyed:
-                raw = txn.get(key, db=rdb)
+            get, put, delete = txn.get, txn.put, txn.delete
+            for key, rec in merged.items():
+                raw = get(key, db=rdb)
                 if raw is None:
                     new = dict(rec)
-                    new.setdefault("registered_at", now)
+                    if "registered_at" not in new:
+                        new["registered_at"] = now
                     old = None
                 else:
                     old = loads(raw)
                     new = merge_records(old, rec)
                     if new == old:
                         continue  # a duplicate event: nothing to do
-                txn.put(key, dumps(new), db=rdb)
-                for field in INDEXED_FIELDS:
-                    nv = _index_value(new.get(field))
-                    ov = _index_value(old.get(field)) if old is not None else None
-                    if nv == ov:
+                put(key, dumps(new), db=rdb)
+                for field, db in idx:
+                    nv = new.get(field)
+                    ov = old.get(field) if old is not None else None
+                    if nv == ov or (nv is None and ov is None):
                         continue
+                    ov = _index_value(ov, field)
+                    nv = _index_value(nv, field)
                     if ov is not None:
-                        txn.delete(ov, key, db=dbs[field])
+                        delete(ov, key, db=db)
                     if nv is not None:
-                        txn.put(nv, key, db=dbs[field], dupdata=True)
+                        put(nv, key, db=db, dupdata=True)
                 changed += 1
         return changed
 
@@ -174,6 +189,11 @@ class LMDBStore(Store):
                 continue
             else:
                 values = [cond]
+            skip = UNINDEXED_VALUES.get(field)
+            if skip is not None and any(v in skip for v in values if not isinstance(v, (dict, list))):
+                continue  # a sparse index does not hold these values
+            if not all(isinstance(v, str) for v in values):
+                continue  # the index holds str(value): None (matches a missing field) and numbers need a scan
             return field, values
         return None
 
@@ -191,7 +211,7 @@ class LMDBStore(Store):
             if field == "task_id":
                 keys = [f"task:{value}".encode()]
             else:
-                iv = _index_value(value)
+                iv = _index_value(value, field)
                 if iv is None:
                     continue
                 cur = txn.cursor(db=dbs[field])
@@ -244,7 +264,7 @@ class LMDBStore(Store):
     def distinct(self, field: str, filter: dict | None = None) -> list:
         """Distinct values of ``field`` among matching records (index-only for indexed fields)."""
         env, dbs = self._handles()
-        if not filter and field in INDEXED_FIELDS:
+        if not filter and field in INDEXED_FIELDS and field not in UNINDEXED_VALUES:
             with env.begin() as txn:
                 cur = txn.cursor(db=dbs[field])
                 return [k.decode() for k in cur.iternext_nodup(keys=True, values=False)]

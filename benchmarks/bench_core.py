@@ -1,0 +1,186 @@
+"""Core benchmark: @flowcept_task per-call cost, consumer ingest rate, import time.
+
+    python benchmarks/bench_core.py [--quick] [--no-flowcept]
+
+Every variant of the decorator benchmark runs in a fresh subprocess, the
+variants interleaved, repeated; medians and spreads are printed with ratios
+measured side by side in the same run (absolute times on a shared machine
+are noisy, ratios less so). Flowcept 1.0.3 is measured in a side virtualenv
+(.bench/flowcept-1.0.3) when it can be installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import RedisProcess, median_spread, side_venv  # noqa: E402
+
+# One measurement, run in a subprocess: N calls of a tiny decorated function, then a flush.
+CALLS_SCRIPT = r"""
+import gc, json, os, sys, time
+variant, n = sys.argv[1], int(sys.argv[2])
+
+def plain(x, y=2):
+    return x + y
+
+if variant == "flowcept-1.0.3":
+    from flowcept import Flowcept, flowcept_task
+    fn = flowcept_task(plain)
+    ctx = Flowcept(start_persistence=False, save_workflow=False, check_safe_stops=False)
+elif variant == "plain":
+    fn, ctx = plain, None
+else:
+    from flowcept_dist import Flowcept, flowcept_task
+    fn = flowcept_task(plain)
+    ctx = Flowcept(workflow_name="bench")
+if ctx is not None:
+    ctx.__enter__()
+for i in range(2000):  # warm up
+    fn(i)
+t0 = time.perf_counter()
+for i in range(n):
+    fn(i)
+t1 = time.perf_counter()
+if ctx is not None:
+    ctx.__exit__(None, None, None)  # flushes: everything exported
+t2 = time.perf_counter()
+out = {"loop_us": (t1 - t0) / n * 1e6, "total_us": (t2 - t0) / n * 1e6}
+if variant not in ("plain", "flowcept-1.0.3") and ctx.stats is not None:
+    st = ctx.stats.snapshot()
+    out.update(exported=st["exported"], dropped=st["dropped_total"])
+print(json.dumps(out))
+"""
+
+
+def run_calls(python: str, variant: str, n: int, env: dict) -> dict:
+    r = subprocess.run([python, "-c", CALLS_SCRIPT, variant, str(n)], capture_output=True, text=True, env=env,
+                       timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError(f"{variant} failed: {r.stderr[-800:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def bench_decorator(args, redis_port: int | None) -> None:
+    n = 20000 if args.quick else 100000
+    reps = 3 if args.quick else 5
+    tmp = tempfile.mkdtemp(prefix="bench-core-")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("FLOWCEPT_")}
+    base.update(HOME=tmp, FLOWCEPT_TRANSPORT_STATS_DIR=os.path.join(tmp, "stats"),
+                FLOWCEPT_TRANSPORT_MAX_QUEUE=str(n * 2))
+    variants = {
+        "plain": (sys.executable, dict(base)),
+        "capture off": (sys.executable, dict(base, FLOWCEPT_CAPTURE_ENABLED="false")),
+        "direct (LMDB)": (sys.executable, dict(base, FLOWCEPT_STORE_LMDB_PATH=os.path.join(tmp, "lmdb"))),
+    }
+    if redis_port:
+        variants["redis_streams"] = (sys.executable, dict(base, FLOWCEPT_TRANSPORT_TYPE="redis_streams",
+                                                          FLOWCEPT_REDIS_PORT=str(redis_port)))
+    if not args.no_flowcept:
+        py = side_venv("flowcept-1.0.3", ["flowcept==1.0.3"])
+        if py:
+            # Flowcept's defaults: MQ and DB off (its 'offline' mode), settings from its sample file
+            variants["flowcept-1.0.3"] = (py, {k: v for k, v in base.items()})
+        else:
+            print("  Flowcept 1.0.3 not measured: its side virtualenv could not be built")
+    results: dict[str, list[dict]] = {k: [] for k in variants}
+    print(f"@flowcept_task: {n} calls of a 2-argument function, {reps} interleaved repetitions, one process each")
+    for rep in range(reps):
+        for name, (py, env) in variants.items():
+            vname = {"plain": "plain", "flowcept-1.0.3": "flowcept-1.0.3"}.get(name, "ours")
+            results[name].append(run_calls(py, vname, n, env))
+    plain = median_spread([r["total_us"] for r in results["plain"]])[0]
+    fl = results.get("flowcept-1.0.3")
+    fl_over = (median_spread([r["total_us"] for r in fl])[0] - plain) if fl else None
+    print(f"  {'variant':<16} {'caller us/call':>15} {'incl. flush':>12} {'added us/call':>14} {'vs plain':>9} "
+          f"{'vs flowcept':>11}")
+    for name, rs in results.items():
+        loop, loop_sp = median_spread([r["loop_us"] for r in rs])
+        total, total_sp = median_spread([r["total_us"] for r in rs])
+        added = total - plain
+        ratio_fl = f"{added / fl_over:.2f}x" if fl_over and name not in ("plain", "flowcept-1.0.3") else "-"
+        extra = ""
+        if "exported" in rs[-1]:
+            extra = f"  exported {rs[-1]['exported']}, dropped {rs[-1]['dropped']}"
+        print(f"  {name:<16} {loop:>9.2f} ±{loop_sp:<4.2f} {total:>8.2f} ±{total_sp:<4.2f}"
+              f" {added:>10.2f}    {total / plain:>7.1f}x {ratio_fl:>11}{extra}")
+    print("  (caller = time on the calling thread in the loop; incl. flush = until every record is exported;"
+          " added = incl. flush minus plain; 'vs flowcept' = our added cost / Flowcept 1.0.3's)")
+
+
+def bench_ingest(args, redis_port: int) -> None:
+    from flowcept_dist import runtime
+    from flowcept_dist.consumer import create_consumer
+    from flowcept_dist.settings import load_settings
+    from flowcept_dist.stores.registry import open_store
+
+    n = 50000 if args.quick else 200000
+    tmp = tempfile.mkdtemp(prefix="bench-ingest-")
+    settings = load_settings(overrides={
+        "transport.type": "redis_streams", "redis.port": redis_port, "redis.stream": "bench-ingest",
+        "store.lmdb_path": os.path.join(tmp, "lmdb"), "transport.stats_dir": os.path.join(tmp, "stats"),
+        "transport.max_queue": n + 10, "telemetry.enabled": False})
+    p = runtime.Pipeline(settings)
+    tel = {"cpu": {"percent_all": 12.5, "process_percent": 99.0}, "memory": {"percent": 40.1, "process_rss": 123456789}}
+    for i in range(n):
+        p.emit({"type": "task", "task_id": f"t{i}", "workflow_id": f"wf-{i % 10}", "activity_id": "work",
+                "status": "FINISHED", "started_at": 1.0 + i, "ended_at": 2.0 + i, "used": {"x": i, "y": "abc"},
+                "generated": {"return": i * 2}, "telemetry_at_start": tel, "telemetry_at_end": tel})
+    assert p.flush(300)
+    p.shutdown(10)
+    store = open_store(settings)
+    consumer = create_consumer(settings, store=store)
+    t0 = time.perf_counter()
+    consumer.start()
+    while store.count({"type": "task"}) < n:
+        time.sleep(0.05)
+    dt = time.perf_counter() - t0
+    consumer.stop()
+    persisted = store.count({"type": "task"})
+    store.close()
+    print(f"consumer ingest Redis Stream -> LMDB: {n} task records in {dt:.2f} s = {n / dt:,.0f} records/s "
+          f"(target >= 50,000/s: {n / dt / 50000:.2f}x the target); persisted == produced: {persisted == n}")
+
+
+def bench_import() -> None:
+    code = ("import sys, time; t = time.perf_counter(); import flowcept_dist; "
+            "from flowcept_dist import Flowcept, flowcept_task; d = time.perf_counter() - t; "
+            "print(d, [m for m in ('dask', 'distributed', 'ray', 'torch') if m in sys.modules])")
+    vals, heavy = [], ""
+    for _ in range(7):
+        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+        t, _, heavy = out.strip().partition(" ")
+        vals.append(float(t))
+    med, sp = median_spread(vals)
+    print(f"import flowcept_dist + Flowcept, flowcept_task: {1000 * med:.1f} ms ±{1000 * sp:.1f} (target < 100 ms); "
+          f"heavy modules imported: {heavy}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer calls and records")
+    ap.add_argument("--no-flowcept", action="store_true", help="skip Flowcept 1.0.3")
+    args = ap.parse_args()
+    try:
+        redis = RedisProcess()
+    except Exception as exc:
+        print(f"redis-server unavailable ({exc}): Redis variants skipped")
+        redis = None
+    try:
+        bench_import()
+        bench_decorator(args, redis.port if redis else None)
+        if redis:
+            bench_ingest(args, redis.port)
+    finally:
+        if redis:
+            redis.stop()
+
+
+if __name__ == "__main__":
+    main()
