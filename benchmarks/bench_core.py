@@ -60,8 +60,9 @@ print(json.dumps(out))
 
 
 def run_calls(python: str, variant: str, n: int, env: dict) -> dict:
+    # run in the temp HOME: Flowcept 1.0.3 writes a buffer file into its working directory
     r = subprocess.run([python, "-c", CALLS_SCRIPT, variant, str(n)], capture_output=True, text=True, env=env,
-                       timeout=600)
+                       timeout=600, cwd=env.get("HOME"))
     if r.returncode != 0:
         raise RuntimeError(f"{variant} failed: {r.stderr[-800:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
