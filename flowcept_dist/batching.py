@@ -232,9 +232,8 @@ class BatchProcessor:
         self.stats.exports += 1
         for reason, n in (result.dropped or {}).items():
             self._dropped(reason, n, result.error)
-        if result.ok:
-            self.stats.exported += result.exported
-        else:
+        self.stats.exported += result.exported  # a failed export may still have delivered part of the batch
+        if not result.ok:
             self.stats.export_failures += 1
             self.stats.last_error = result.error
             lost = len(batch) - result.exported - sum((result.dropped or {}).values())

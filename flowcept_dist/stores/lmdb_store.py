@@ -139,26 +139,30 @@ class LMDBStore(Store):
         changed = 0
         rdb = dbs["records"]
         dumps, loads = jsonfmt.dumps, jsonfmt.loads
-        idx = [(f, dbs[f]) for f in INDEXED_FIELDS]
+        idx = [(f, dbs[f], UNINDEXED_VALUES.get(f)) for f in INDEXED_FIELDS]
         with env.begin(write=True) as txn:
             get, put, delete = txn.get, txn.put, txn.delete
             for key, rec in merged.items():
-                raw = get(key, db=rdb)
-                if raw is None:
-                    new = dict(rec)
-                    if "registered_at" not in new:
-                        new["registered_at"] = now
-                    old = None
-                else:
-                    old = loads(raw)
-                    new = merge_records(old, rec)
-                    if new == old:
-                        continue  # a duplicate event: nothing to do
+                if "registered_at" not in rec:
+                    rec = dict(rec)
+                    rec["registered_at"] = now
+                # the common case is a new record: one insert that fails if the key exists
+                if put(key, dumps(rec), db=rdb, overwrite=False):
+                    for field, db, skip in idx:
+                        v = rec.get(field)
+                        if v is None or (skip is not None and v in skip) or type(v) in (dict, list):
+                            continue
+                        put(str(v).encode()[:400], key, db=db, dupdata=True)
+                    changed += 1
+                    continue
+                old = loads(get(key, db=rdb))
+                new = merge_records(old, rec)
+                if new == old:
+                    continue  # a duplicate event: nothing to do
                 put(key, dumps(new), db=rdb)
-                for field, db in idx:
-                    nv = new.get(field)
-                    ov = old.get(field) if old is not None else None
-                    if nv == ov or (nv is None and ov is None):
+                for field, db, _ in idx:
+                    nv, ov = new.get(field), old.get(field)
+                    if nv == ov:
                         continue
                     ov = _index_value(ov, field)
                     nv = _index_value(nv, field)

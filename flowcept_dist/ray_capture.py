@@ -1,0 +1,465 @@
+"""Ray capture: the task wrapper that runs in workers and the submission context built by callers.
+
+Mechanism (the same one Ray's own OpenTelemetry tracing uses, see ``ray.util.tracing``):
+
+- **Worker side.** A remote function or actor method is wrapped by :func:`wrap_function` /
+  :func:`wrap_method`. The wrapper is what Ray pickles and runs; it records one task per call:
+  inputs bound to parameter names, outputs, status, timings, error and traceback, telemetry,
+  ``task_id`` = the Ray task id, ``attempt`` = Ray's attempt number, job / node / worker / actor ids.
+- **Submission side.** The wrapper's signature gains a keyword-only ``_flowcept_ctx=None`` and the
+  wrapper carries ``__ray_invocation_decorator__`` (a Ray hook applied to every ``.remote()`` call
+  of the function or method). The decorator adds ``_flowcept_ctx``: the caller's workflow and
+  campaign (its ``Flowcept`` context, or the Ray task it runs in), the parent task, the submission
+  time, and for each ObjectRef argument its object id and producing task id. Ray resolves top-level
+  ObjectRef arguments before the function runs, so only the caller can see these edges.
+
+Nothing of the user's function or class is modified: wrappers are new functions; classes are
+wrapped on Ray's own derived actor class (or, with the explicit :func:`ray_task` on a class, on
+the class the user hands us). This module imports ray; ``import flowcept_dist`` never does.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import logging
+import os
+import time
+import traceback
+
+import ray
+from ray import ObjectRef
+
+from . import runtime
+from .capture import _binder, current_task_id
+from .records import AdapterId, RecordType, Status
+
+log = logging.getLogger("flowcept_dist")
+
+CTX_KW = "_flowcept_ctx"
+#: marks our wrappers (functions) and classes whose methods we wrapped
+FLAG = "__flowcept_ray__"
+#: a class attribute set to False keeps a class out of automatic capture (our own actors use it)
+OPT_OUT = "__flowcept_capture__"
+
+_TASK = RecordType.TASK.value
+_RAY = AdapterId.RAY.value
+_FINISHED = Status.FINISHED.value
+_ERROR = Status.ERROR.value
+_NO_RESULT = object()
+_now = time.time
+
+#: (ray task id, workflow id, campaign id) of the captured Ray task running in this thread
+_running: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("flowcept_ray_task", default=None)
+_get_running = _running.get
+_get_parent = current_task_id.get
+_set_parent = current_task_id.set
+_reset_parent = current_task_id.reset
+_logged: set[str] = set()
+
+
+def _log_once(key: str, msg: str, *args) -> None:
+    if key not in _logged:
+        _logged.add(key)
+        log.warning(msg + " (logged once)", *args)
+
+
+# -- per-process ids --------------------------------------------------------------
+
+_ids: dict = {}
+_ids_pid = -1
+_actor_id: str | None = None
+
+
+def process_ids() -> dict:
+    """Ids that never change in this process: job, node, worker, pid, node address. Cached per pid.
+
+    A Ray worker process serves one job only, so ``job_id`` is per process too.
+    """
+    global _ids, _ids_pid, _actor_id
+    pid = os.getpid()
+    if _ids_pid == pid:
+        return _ids
+    ids = {"pid": pid}
+    try:
+        rc = ray.get_runtime_context()
+        ids["job_id"] = rc.get_job_id()
+        ids["node_id"] = rc.get_node_id()
+        ids["worker_id"] = rc.get_worker_id()
+        ids["address"] = ray.util.get_node_ip_address()
+    except Exception as exc:  # not connected: records go without them
+        _log_once("ids", "flowcept_dist: Ray ids unavailable in this process (%s)", exc)
+    _ids, _ids_pid, _actor_id = ids, pid, None
+    return ids
+
+
+def _current_actor_id() -> str | None:
+    global _actor_id
+    if _actor_id is None:
+        try:
+            _actor_id = ray.get_runtime_context().get_actor_id()
+        except Exception:
+            return None
+    return _actor_id
+
+
+def _ray_task_id() -> str | None:
+    w = ray._private.worker.global_worker
+    try:
+        tid = w.current_task_id
+        return None if tid.is_nil() else tid.hex()
+    except Exception:
+        return ray.get_runtime_context().get_task_id()
+
+
+def _attempt() -> int:
+    try:
+        return int(ray._private.worker.global_worker.core_worker.get_current_task_attempt_number())
+    except Exception:
+        return 0
+
+
+# -- submission side ----------------------------------------------------------------
+
+def submission_ctx(args, kwargs) -> dict:
+    """The context a ``.remote()`` call sends along (runs on the caller's thread; cheap).
+
+    Keys: ``t`` submission time, ``w``/``c`` workflow/campaign, ``p`` parent task, ``r`` ObjectRef
+    arguments as ``{position or name: [object id, producing task id or None]}`` (None: the
+    object was ``ray.put`` by the caller itself, so no task produced it).
+    """
+    from .capture import current_workflow
+
+    ctx = {"t": _now()}
+    run = _get_running()
+    wf = current_workflow()
+    if wf is not None:
+        ctx["w"] = wf.workflow_id
+        if wf.campaign_id is not None:
+            ctx["c"] = wf.campaign_id
+    elif run is not None:
+        if run[1] is not None:
+            ctx["w"] = run[1]
+        if run[2] is not None:
+            ctx["c"] = run[2]
+    parent = _get_parent()
+    if parent is not None:
+        ctx["p"] = parent
+    refs = None
+    for i, a in enumerate(args):
+        if isinstance(a, ObjectRef):
+            refs = refs if refs is not None else {}
+            refs[i] = a
+    if kwargs:
+        for k, a in kwargs.items():
+            if isinstance(a, ObjectRef):
+                refs = refs if refs is not None else {}
+                refs[k] = a
+    if refs:
+        me = run[0] if run is not None else _ray_task_id_any()
+        out = {}
+        for k, ref in refs.items():
+            producer = ref.task_id().hex()
+            out[k] = [ref.hex(), None if producer == me else producer]
+        ctx["r"] = out
+    return ctx
+
+
+def _ray_task_id_any() -> str | None:
+    """The caller's own Ray task id (the driver has one too)."""
+    try:
+        return ray._private.worker.global_worker.current_task_id.hex()
+    except Exception:
+        return None
+
+
+def inject_ctx(invocation):
+    """Ray invocation decorator: adds ``_flowcept_ctx`` to the call's kwargs. Never raises."""
+
+    def invoke(args, kwargs):
+        try:
+            kwargs = dict(kwargs) if kwargs else {}
+            kwargs[CTX_KW] = submission_ctx(args, kwargs)
+        except Exception as exc:
+            _log_once("ctx", "flowcept_dist: could not build the Ray submission context (%s: %s)",
+                      type(exc).__name__, exc)
+        return invocation(args, kwargs)
+
+    return invoke
+
+
+def _compose(user_decorator):
+    """Our decorator innermost: the user's decorator sees the call as the user made it."""
+    if user_decorator is None or user_decorator is inject_ctx:
+        return inject_ctx
+    return lambda invocation: user_decorator(inject_ctx(invocation))
+
+
+# -- worker side ----------------------------------------------------------------------
+
+class _Spec:
+    """What the wrapper needs to know about one function (picklable; binder rebuilt per process)."""
+
+    def __init__(self, fn, name: str, subtype: str, method: bool) -> None:
+        self.fn = fn
+        self.name = name
+        self.subtype = subtype
+        self.method = method
+        self._bind = None
+        self._names = None
+
+    def __getstate__(self):
+        return {"fn": self.fn, "name": self.name, "subtype": self.subtype, "method": self.method}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._bind = None
+        self._names = None
+
+    def bind(self, args, kwargs) -> dict:
+        if self._bind is None:
+            self._bind = _binder(self.fn)
+        used = self._bind(args, kwargs)
+        if self.method:
+            pos = self.param_names()[0]
+            if pos:
+                used.pop(pos[0], None)  # self
+        return used
+
+    def param_names(self) -> tuple[list[str], str | None]:
+        if self._names is None:
+            pos, var = [], None
+            try:
+                for p in inspect.signature(self.fn).parameters.values():
+                    if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+                        pos.append(p.name)
+                    elif p.kind is p.VAR_POSITIONAL:
+                        var = p.name
+            except (TypeError, ValueError):
+                pass
+            self._names = (pos, var)
+        return self._names
+
+    def ref_name(self, key) -> str:
+        """Parameter name of an ObjectRef argument given by position (caller's view) or name."""
+        if isinstance(key, str):
+            return key
+        pos, var = self.param_names()
+        i = key + 1 if self.method else key  # the caller does not pass self
+        if i < len(pos):
+            return pos[i]
+        return f"{var or 'args'}[{i - len(pos)}]"
+
+
+def _complete(rec, spec, args, kwargs, result, inputs, outputs, refs) -> None:
+    # processor thread: binding, output naming and edges cost the task nothing
+    if inputs:
+        rec["used"] = spec.bind(args, kwargs)
+    if outputs and result is not _NO_RESULT:
+        rec["generated"] = result if isinstance(result, dict) else {"return": result}
+    if refs:
+        rec["used_refs"] = {spec.ref_name(k): ({"object_id": v[0], "task_id": v[1]} if v[1] else {"object_id": v[0]})
+                            for k, v in refs.items()}
+
+
+def _begin(spec, p, ctx):
+    ids = _ids if _ids_pid == os.getpid() else process_ids()
+    task_id = _ray_task_id()
+    rec = {"type": _TASK, "task_id": task_id, "attempt": _attempt(), "activity_id": spec.name,
+           "subtype": spec.subtype, "adapter_id": _RAY, "status": _FINISHED}
+    rec.update(ids)
+    if spec.method:
+        aid = _current_actor_id()
+        if aid is not None:
+            rec["actor_id"] = aid
+    wf = camp = refs = None
+    if ctx:
+        wf = ctx.get("w")
+        camp = ctx.get("c")
+        if wf is not None:
+            rec["workflow_id"] = wf
+        if camp is not None:
+            rec["campaign_id"] = camp
+        parent = ctx.get("p")
+        if parent is not None:
+            rec["parent_task_id"] = parent
+        if "t" in ctx:
+            rec["submitted_at"] = ctx["t"]
+        refs = ctx.get("r")
+        if refs:
+            deps = [v[1] for v in refs.values() if v[1]]
+            if deps:
+                rec["dependencies"] = list(dict.fromkeys(deps))
+    s = p.sampler
+    rec["telemetry_at_start"] = s.latest if s is not None else None
+    return rec, task_id, (task_id, wf, camp), refs
+
+
+def _end(p, rec, spec, args, kwargs, result, exc, started, refs) -> None:
+    rec["started_at"] = started
+    rec["ended_at"] = _now()
+    s = p.sampler
+    rec["telemetry_at_end"] = s.latest if s is not None else None
+    if exc is not None:
+        rec["status"] = _ERROR
+        rec["stderr"] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        rec["exception"] = f"{type(exc).__name__}: {exc}"
+    rec["_complete"] = (_complete, spec, args, kwargs, result, p.capture_inputs, p.capture_outputs, refs)
+    p.emit(rec)
+
+
+def _pipeline():
+    p = runtime._pipeline
+    if p is None:
+        try:
+            p = runtime.get_pipeline()
+        except Exception as exc:
+            _log_once("pipeline", "flowcept_dist: capture is off in this Ray worker: %s", exc)
+            return None
+    return p if p.enabled else None
+
+
+def _call(spec, args, kwargs, ctx):
+    """Run one captured call. Capture errors are logged once; the user's exception propagates unchanged."""
+    p = _pipeline()
+    if p is None:
+        return spec.fn(*args, **kwargs)
+    try:
+        rec, task_id, running, refs = _begin(spec, p, ctx)
+    except Exception as exc:
+        _log_once("begin", "flowcept_dist: Ray task not captured (%s: %s)", type(exc).__name__, exc)
+        return spec.fn(*args, **kwargs)
+    t1 = _running.set(running)
+    t2 = _set_parent(task_id)
+    started = _now()
+    try:
+        result = spec.fn(*args, **kwargs)
+    except BaseException as exc:
+        _end(p, rec, spec, args, kwargs, _NO_RESULT, exc, started, refs)
+        raise
+    finally:
+        _reset_parent(t2)
+        _running.reset(t1)
+    _end(p, rec, spec, args, kwargs, result, None, started, refs)
+    return result
+
+
+async def _acall(spec, args, kwargs, ctx):
+    p = _pipeline()
+    if p is None:
+        return await spec.fn(*args, **kwargs)
+    try:
+        rec, task_id, running, refs = _begin(spec, p, ctx)
+    except Exception as exc:
+        _log_once("begin", "flowcept_dist: Ray task not captured (%s: %s)", type(exc).__name__, exc)
+        return await spec.fn(*args, **kwargs)
+    t1 = _running.set(running)
+    t2 = _set_parent(task_id)
+    started = _now()
+    try:
+        result = await spec.fn(*args, **kwargs)
+    except BaseException as exc:
+        _end(p, rec, spec, args, kwargs, _NO_RESULT, exc, started, refs)
+        raise
+    finally:
+        _reset_parent(t2)
+        _running.reset(t1)
+    _end(p, rec, spec, args, kwargs, result, None, started, refs)
+    return result
+
+
+def _signature_with_ctx(fn) -> inspect.Signature:
+    sig = inspect.signature(fn)
+    params = [p for p in sig.parameters.values() if p.name != CTX_KW]
+    new = inspect.Parameter(CTX_KW, inspect.Parameter.KEYWORD_ONLY, default=None)
+    at = next((i for i, p in enumerate(params) if p.kind is p.VAR_KEYWORD), len(params))
+    params.insert(at, new)
+    return sig.replace(parameters=params)
+
+
+def wrappable(fn) -> bool:
+    """Functions we wrap: plain Python functions that are neither generators nor already wrapped."""
+    return (inspect.isfunction(fn) and not getattr(fn, FLAG, False)
+            and not inspect.isgeneratorfunction(fn) and not inspect.isasyncgenfunction(fn))
+
+
+def wrap_function(fn, activity_id: str | None = None):
+    """The captured version of a remote function (sync; Ray refuses ``async def`` tasks)."""
+    spec = _Spec(fn, activity_id or fn.__name__, "normal_task", method=False)
+
+    def flowcept_ray_task(*args, _flowcept_ctx=None, **kwargs):
+        return _call(spec, args, kwargs, _flowcept_ctx)
+
+    functools.update_wrapper(flowcept_ray_task, fn)
+    # __wrapped__ stays: inspect.signature stops at __signature__, so Ray validates against it
+    flowcept_ray_task.__signature__ = _signature_with_ctx(fn)
+    flowcept_ray_task.__ray_invocation_decorator__ = _compose(getattr(fn, "__ray_invocation_decorator__", None))
+    setattr(flowcept_ray_task, FLAG, True)
+    return flowcept_ray_task
+
+
+def wrap_method(fn, class_name: str, name: str):
+    """The captured version of an actor method (``__init__`` is the actor creation task)."""
+    subtype = "actor_creation_task" if name == "__init__" else "actor_task"
+    spec = _Spec(fn, f"{class_name}.{name}", subtype, method=True)
+    if inspect.iscoroutinefunction(fn):
+        async def flowcept_ray_method(self, *args, _flowcept_ctx=None, **kwargs):
+            return await _acall(spec, (self,) + args, kwargs, _flowcept_ctx)
+    else:
+        def flowcept_ray_method(self, *args, _flowcept_ctx=None, **kwargs):
+            return _call(spec, (self,) + args, kwargs, _flowcept_ctx)
+
+    functools.update_wrapper(flowcept_ray_method, fn)
+    # Ray reads actor method signatures and decorators from inspect.unwrap(method): stop it here
+    del flowcept_ray_method.__wrapped__
+    flowcept_ray_method.__signature__ = _signature_with_ctx(fn)
+    flowcept_ray_method.__ray_invocation_decorator__ = _compose(getattr(fn, "__ray_invocation_decorator__", None))
+    setattr(flowcept_ray_method, FLAG, True)
+    return flowcept_ray_method
+
+
+def wrap_class_methods(cls, class_name: str | None = None) -> list[str]:
+    """Wrap, on ``cls`` itself, every instance method an actor of it may run. Returns the names.
+
+    Skipped: static and class methods, generators, dunders other than ``__init__`` / ``__call__``
+    (Ray calls ``__repr__`` and friends locally, not as tasks) and Ray's own ``__ray_*`` methods.
+    """
+    class_name = class_name or cls.__name__
+    done = []
+    for name, member in inspect.getmembers(cls, inspect.isfunction):
+        if name.startswith("__") and name not in ("__init__", "__call__"):
+            continue
+        if name.startswith("_ray") or isinstance(inspect.getattr_static(cls, name), (staticmethod, classmethod)):
+            continue
+        if not wrappable(member):
+            continue
+        setattr(cls, name, wrap_method(member, class_name, name))
+        done.append(name)
+    setattr(cls, FLAG, True)
+    return done
+
+
+def ray_task(obj=None, *, activity_id: str | None = None):
+    """Explicit capture, without :func:`flowcept_dist.ray.instrument`.
+
+    Put it under ``@ray.remote``, on a function or on an actor class::
+
+        @ray.remote
+        @ray_task
+        def f(x): ...
+
+    On a class, its methods are wrapped in place (it is an opt-in). Without instrumentation,
+    actor *creation* carries no submission context (workflow, parent); method calls and
+    functions do, through Ray's invocation decorator.
+    """
+    if obj is None:
+        return functools.partial(ray_task, activity_id=activity_id)
+    if inspect.isclass(obj):
+        wrap_class_methods(obj)
+        return obj
+    if getattr(obj, FLAG, False):
+        return obj
+    if not wrappable(obj):
+        raise TypeError(f"ray_task wraps plain (non-generator) functions and classes, not {obj!r}")
+    return wrap_function(obj, activity_id)
