@@ -126,8 +126,8 @@ def submission_ctx(args, kwargs) -> dict:
     """The context a ``.remote()`` call sends along (runs on the caller's thread; cheap).
 
     Keys: ``t`` submission time, ``w``/``c`` workflow/campaign, ``p`` parent task, ``r`` ObjectRef
-    arguments as ``{position or name: [object id, producing task id or None]}`` (None: the
-    object was ``ray.put`` by the caller itself, so no task produced it).
+    arguments as ``{position or name: [object id, producing task id or None]}`` (None for
+    ``ray.put`` objects: no task produced them).
     """
     from .capture import current_workflow
 
@@ -157,21 +157,20 @@ def submission_ctx(args, kwargs) -> dict:
                 refs = refs if refs is not None else {}
                 refs[k] = a
     if refs:
-        me = run[0] if run is not None else _ray_task_id_any()
-        out = {}
-        for k, ref in refs.items():
-            producer = ref.task_id().hex()
-            out[k] = [ref.hex(), None if producer == me else producer]
-        ctx["r"] = out
+        ctx["r"] = {k: ref_info(ref) for k, ref in refs.items()}
     return ctx
 
 
-def _ray_task_id_any() -> str | None:
-    """The caller's own Ray task id (the driver has one too)."""
-    try:
-        return ray._private.worker.global_worker.current_task_id.hex()
-    except Exception:
-        return None
+#: object index at and above which an object was made by ``ray.put`` (task returns count from 1)
+_PUT_INDEX_MIN = 100_000_000
+
+
+def ref_info(ref) -> list:
+    """``[object id, producing task id]``; the task id is None for ``ray.put`` objects, whose id
+    holds a masked copy of the putting task's id rather than the task id itself."""
+    oid = ref.hex()
+    index = int.from_bytes(bytes.fromhex(oid[-8:]), "little")
+    return [oid, None if index >= _PUT_INDEX_MIN else ref.task_id().hex()]
 
 
 def inject_ctx(invocation):
@@ -225,6 +224,7 @@ class _Spec:
             pos = self.param_names()[0]
             if pos:
                 used.pop(pos[0], None)  # self
+        used.pop("_ray_trace_ctx", None)  # Ray adds it to actor method signatures (tracing)
         return used
 
     def param_names(self) -> tuple[list[str], str | None]:
@@ -256,7 +256,7 @@ def _complete(rec, spec, args, kwargs, result, inputs, outputs, refs) -> None:
     # processor thread: binding, output naming and edges cost the task nothing
     if inputs:
         rec["used"] = spec.bind(args, kwargs)
-    if outputs and result is not _NO_RESULT:
+    if outputs and result is not _NO_RESULT and spec.subtype != "actor_creation_task":
         rec["generated"] = result if isinstance(result, dict) else {"return": result}
     if refs:
         rec["used_refs"] = {spec.ref_name(k): ({"object_id": v[0], "task_id": v[1]} if v[1] else {"object_id": v[0]})
