@@ -206,6 +206,9 @@ def test_a_malformed_record_fails_the_batch_before_any_write(store):
 
 
 def test_concurrent_writers_of_the_same_keys_lose_nothing(rig):
+    if rig.kind == "mongo-mongomock":
+        pytest.skip("mongomock matches and replaces in two steps, so it cannot stand in for a server's atomic "
+                    "conditional write; test_mongo_conditional_write_remerges_* covers the retry on it")
     stores = [rig.open() for _ in range(4)]
     n_keys = 30
     errors = []

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 import zlib
 
@@ -145,6 +146,7 @@ class KafkaEmitter(Emitter):
         self._pid = os.getpid()
         self._nparts: int | None = None
         self._nparts_at = 0.0
+        self._busy = threading.Lock()  # held by export(); shutdown() never closes the producer under it
         self.last_error: str | None = None
 
     # -- producer ---------------------------------------------------------------
@@ -222,11 +224,15 @@ class KafkaEmitter(Emitter):
     # -- export -----------------------------------------------------------------
     def export(self, batch: list[dict]) -> ExportResult:
         """Produce ``batch`` and wait for every delivery report (bounded by the delivery timeout and retries)."""
-        try:
-            return self._export(batch)
-        except Exception as exc:  # e.g. an invalid librdkafka option: reported, never raised
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            return ExportResult(ExportStatus.FAILURE, error=self.last_error)
+        with self._busy:
+            try:
+                return self._export(batch)
+            except Exception as exc:  # e.g. an invalid librdkafka option: reported, never raised
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                return ExportResult(ExportStatus.FAILURE, error=self.last_error)
+            finally:
+                if self._shutdown.is_set():  # shut down while we ran: close here, shutdown() could not
+                    self._close(0)
 
     def _export(self, batch: list[dict]) -> ExportResult:
         dropped: dict = {}
@@ -318,13 +324,22 @@ class KafkaEmitter(Emitter):
         return failed, too_large, fatal, error
 
     # -- lifecycle ----------------------------------------------------------------
+    def _close(self, flush_s: float) -> None:
+        """Flush up to ``flush_s``, discard what is still undelivered (already counted), close. Never blocks longer."""
+        producer, self._producer = self._producer, None
+        if producer is None or os.getpid() != self._pid:
+            return
+        try:
+            if flush_s > 0:
+                producer.flush(flush_s)
+            producer.purge()  # close() would otherwise wait up to the delivery timeout
+            producer.flush(0)
+            producer.close()
+        except Exception:
+            pass
+
     def _reset(self) -> None:
-        if self._producer is not None:
-            try:
-                self._producer.close()
-            except Exception:
-                pass
-            self._producer = None
+        self._close(0)
 
     def force_flush(self, timeout_s: float = 10.0) -> bool:
         if self._producer is None or os.getpid() != self._pid:
@@ -349,11 +364,11 @@ class KafkaEmitter(Emitter):
         return f"kafka {k.bootstrap_servers} topic={k.topic}"
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
+        """Interrupt an export in progress (it returns within ~0.1 s), flush for up to ``timeout_s``, close."""
         super().shutdown(timeout_s)
-        if self._producer is not None and os.getpid() == self._pid:
+        if self._busy.acquire(timeout=min(max(timeout_s, 0.0), 1.0)):
             try:
-                self._producer.flush(max(0.0, timeout_s))
-            except Exception:
-                pass
-        self._reset()
-
+                self._close(timeout_s)
+            finally:
+                self._busy.release()
+        # else: the running export closes the producer when it returns
