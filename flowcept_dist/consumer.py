@@ -168,9 +168,10 @@ class Consumer(abc.ABC):
         try:
             while not self._stop.is_set():
                 try:
-                    self.busy = True
                     msgs = self.poll(block=True)
                     if msgs:
+                        # busy only while persisting: a consumer blocked waiting for entries is idle
+                        self.busy = True
                         self.process(msgs)
                     self.busy = False
                     self.housekeeping()
