@@ -108,6 +108,11 @@ class Flowcept:
         if self._active:
             return self
         self.settings = self._resolve_settings()
+        outer = current_workflow()
+        if self.parent_workflow_id is None and outer is not None:
+            self.parent_workflow_id = outer.workflow_id  # a workflow started inside another is its child
+            if self.campaign_id is None:
+                self.campaign_id = outer.campaign_id
         self.pipeline = runtime.get_pipeline(self.settings)
         if self.start_consumer:
             from .consumer import create_consumer

@@ -14,7 +14,6 @@ import socket
 import threading
 import time
 
-from .records import new_id
 
 
 class PipelineStats:
@@ -34,7 +33,8 @@ class PipelineStats:
         self.last_error: str | None = None
         self.started_at = time.time()
         self._lock = threading.Lock()
-        self._id = new_id()[:8]
+        self._id = os.urandom(4).hex()  # one file per stats object, even several in one process
+        self._pruned = False
 
     def drop(self, reason: str, n: int = 1) -> None:
         with self._lock:
@@ -67,6 +67,9 @@ class PipelineStats:
     def write(self, stats_dir: str) -> None:
         """Write the snapshot atomically. Never raises (stats must not break capture)."""
         try:
+            if not self._pruned:
+                self._pruned = True
+                prune_snapshots(stats_dir)
             os.makedirs(stats_dir, exist_ok=True)
             name = f"{socket.gethostname()}-{os.getpid()}-{self._id}.json"
             path = os.path.join(stats_dir, name)
@@ -76,6 +79,24 @@ class PipelineStats:
             os.replace(tmp, path)
         except Exception:
             pass
+
+
+#: snapshots not updated for this long are deleted (by the next process that writes one)
+SNAPSHOT_MAX_AGE_S = 7 * 24 * 3600
+
+
+def prune_snapshots(stats_dir: str, max_age_s: float = SNAPSHOT_MAX_AGE_S) -> None:
+    cutoff = time.time() - max_age_s
+    try:
+        for name in os.listdir(stats_dir):
+            path = os.path.join(stats_dir, name)
+            try:
+                if os.path.getmtime(path) < cutoff:
+                    os.remove(path)
+            except OSError:
+                pass
+    except OSError:
+        pass
 
 
 def read_snapshots(stats_dir: str) -> list[dict]:

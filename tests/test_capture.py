@@ -209,3 +209,14 @@ def test_broken_settings_never_break_decorated_code(base_env, monkeypatch, caplo
     monkeypatch.setattr(cap, "_pipeline_failed", False)
     assert add_one(1) == 2 and add_one(2) == 3
     assert len([r for r in caplog.records if "capture is off" in r.getMessage()]) == 1
+
+
+def test_workflow_inside_workflow_is_its_child(mem):
+    with Flowcept(workflow_name="outer", campaign_id="camp", settings=mem.settings) as outer:
+        with Flowcept(workflow_name="inner", settings=mem.settings) as inner:
+            add_one(1)
+    starts = {r["name"]: r for r in mem("workflow") if r.get("status") == "RUNNING"}
+    assert starts["inner"]["parent_workflow_id"] == outer.workflow_id
+    assert starts["inner"]["campaign_id"] == "camp"
+    (task,) = mem()
+    assert task["workflow_id"] == inner.workflow_id
