@@ -514,3 +514,24 @@ def test_importing_flowcept_dist_and_torch_hooks_does_not_import_torch():
     code = ("import sys, flowcept_dist, torch_hooks, torch_hooks.catalog, flowcept_dist.cli.models_cmd;"
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_inside_a_captured_ray_task_records_take_its_workflow(mem):
+    """The Ray task wrapper's running-task context (what a worker process has instead of a Flowcept context)."""
+    rcap = pytest.importorskip("flowcept_dist.ray_capture")
+    model = nn.Linear(2, 2)
+    th.instrument(model)
+    running = rcap._running.set(("ray-task-1", "wf-from-driver", "camp-7"))
+    parent = current_task_id.set("ray-task-1")
+    try:
+        runtime.get_pipeline(mem.settings)
+        for _ in th.epochs(1):
+            model(torch.ones(1, 2))
+    finally:
+        current_task_id.reset(parent)
+        rcap._running.reset(running)
+    recs = mem()
+    (epoch,) = by_subtype(recs, "epoch")
+    (fwd,) = by_subtype(recs, "forward")
+    assert epoch["parent_task_id"] == "ray-task-1" and fwd["parent_task_id"] == epoch["task_id"]
+    assert {(r["workflow_id"], r["campaign_id"]) for r in recs} == {("wf-from-driver", "camp-7")}

@@ -65,9 +65,10 @@ def engine_task() -> tuple[str | None, str | None, str | None]:
     Dask: ``distributed.utils.thread_state.key`` (set by the worker in the
     thread executing a task) gives the task id the Dask plugins record (the
     stringified key); workflow and campaign come from the task's
-    ``flowcept_workflow_id``/``flowcept_campaign_id`` annotations. Ray: the
-    runtime context's task id (hex). Imports nothing the program has not
-    imported; never raises.
+    ``flowcept_workflow_id``/``flowcept_campaign_id`` annotations. Ray: what
+    the flowcept_dist Ray task wrapper holds for the running task (id,
+    workflow, campaign), else the runtime context's task id (hex). Imports
+    nothing the program has not imported; never raises.
     """
     dutils = sys.modules.get("distributed.utils")
     if dutils is not None:
@@ -89,6 +90,14 @@ def engine_task() -> tuple[str | None, str | None, str | None]:
                 return task_id(key), wf, camp
             except Exception:
                 return _NO_TASK
+    rcap = sys.modules.get("flowcept_dist.ray_capture")
+    if rcap is not None:  # the Ray task wrapper keeps (task id, workflow id, campaign id) of the running task
+        try:
+            running = rcap._running.get()
+            if running:
+                return running[0], running[1], running[2]
+        except Exception:
+            pass
     ray = sys.modules.get("ray")
     if ray is not None:
         try:
