@@ -18,8 +18,8 @@ reached the wrapper (e.g. failed because an argument's task failed).
 
 Records: ``{"type": "task", "task_id", "attempt", "status", "adapter_id": "ray", "activity_id",
 "subtype", "job_id", "node_id", "worker_id", "actor_id", "parent_task_id", "lifecycle":
-{"<attempt>": {"states": {STATE: epoch seconds, ...}, "state", "node_id", "worker_id",
-"worker_pid", "error_type", "error_message"}}}``. Keyed per attempt, ``lifecycle`` merges across
+{"<attempt>": {"states": {STATE: epoch seconds, ...}, "node_id", "worker_id", "worker_pid",
+"error_type", "error_message"}}}``: each state keeps the time Ray first reported it. Keyed per attempt, ``lifecycle`` merges across
 attempts; the store's rule (higher attempt, then terminal status, wins) gives one consistent
 record. The watcher never sets the fields the worker owns (timings, inputs, outputs, workflow).
 """
@@ -67,7 +67,9 @@ def lifecycle_record(task) -> dict | None:
         st, ms = _get(ev, "state"), _get(ev, "created_ms")
         if st and ms is not None and st not in states:
             states[st] = ms / 1000.0
-    entry = {"states": states, "state": state}
+    # no "current state" scalar here: two events of one attempt must never disagree on a nested
+    # value (the store resolves equal-rank conflicts by record size, not by recency)
+    entry = {"states": states}
     for key in ("node_id", "worker_id", "worker_pid", "error_type", "error_message"):
         val = _get(task, key)
         if val is not None:
@@ -181,19 +183,31 @@ class TaskEventWatcher:
                 latest[tid] = (attempt or 0, state)
         return sum(1 for _, state in latest.values() if not is_terminal(STATUS_OF_STATE.get(state)))
 
-    def stop(self, timeout_s: float = 10.0) -> bool:
-        """Stop polling; poll until every seen task is terminal (True) or ``timeout_s``; flush."""
+    def stop(self, timeout_s: float = 10.0, settle_s: float = 1.5) -> bool:
+        """Stop polling; poll until every seen task is terminal (True) or ``timeout_s``; flush.
+
+        Owners report a task's pending and terminal states, the executing worker its RUNNING
+        state, each about once a second: after the last task turns terminal, one more poll
+        ``settle_s`` later collects what the workers still held.
+        """
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
         deadline = time.monotonic() + timeout_s
-        done = False
+        done_since = None
         while True:
             self._poll_safely()
-            done = self.polls > 0 and self.pending() == 0
-            if done or time.monotonic() >= deadline:
+            now = time.monotonic()
+            if self.polls > 0 and self.pending() == 0:
+                if done_since is None:
+                    done_since = now
+                elif now - done_since >= settle_s:
+                    break
+            else:
+                done_since = None
+            if now >= deadline:
                 break
-            threading.Event().wait(min(0.5, self.interval_s))
+            threading.Event().wait(min(0.5, self.interval_s, settle_s) if done_since is None else settle_s)
         self.pipeline.flush(max(1.0, deadline - time.monotonic()))
-        return done
+        return done_since is not None
