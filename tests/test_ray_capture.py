@@ -1,7 +1,8 @@
 """Ray capture on one real local cluster (``ray.init(num_cpus=2)``) shared by this module.
 
 Workers get their settings (a session-wide LMDB store under a temp dir) through the runtime_env
-that ``flowcept_dist.ray.runtime_env()`` builds; each test keeps to its own workflow ids.
+that ``flowcept_dist.ray.runtime_env()`` builds (see ray_session.py); each test keeps to its own
+workflow ids.
 Tests that need other settings (Redis, a long flush interval) give their tasks a runtime_env of
 their own, which Ray serves from separate worker processes.
 """
@@ -18,6 +19,7 @@ import time
 
 import pytest
 
+import ray_session
 from helpers import poll_for
 
 ray = pytest.importorskip("ray")
@@ -26,7 +28,7 @@ import flowcept_dist.ray as fray  # noqa: E402
 from flowcept_dist import Flowcept  # noqa: E402
 from flowcept_dist.db import QueryAPI  # noqa: E402
 
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+TESTS_DIR = ray_session.TESTS_DIR
 
 
 # -- remote functions and actors (workers import this module: tests/ is on their PYTHONPATH) ----
@@ -82,26 +84,9 @@ class Counter:
 
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory):
-    """One local Ray cluster for the session, with capture in every worker."""
-    root = tmp_path_factory.mktemp("ray")
-    env = {"FLOWCEPT_STORE_LMDB_PATH": str(root / "lmdb"), "FLOWCEPT_TRANSPORT_STATS_DIR": str(root / "stats"),
-           "FLOWCEPT_TELEMETRY_INTERVAL_S": "0.5"}
-    with pytest.MonkeyPatch.context() as mp:
-        for name in list(os.environ):
-            if name.startswith("FLOWCEPT_"):
-                mp.delenv(name)
-        for k, v in env.items():
-            mp.setenv(k, v)
-        mp.setenv("HOME", str(root / "home"))
-        renv = fray.runtime_env()
-        renv["env_vars"]["PYTHONPATH"] = os.pathsep.join([TESTS_DIR, os.environ.get("PYTHONPATH", "")])
-        ray.init(num_cpus=2, runtime_env=renv, include_dashboard=True, namespace="flowcept-tests",
-                 logging_level="ERROR", log_to_driver=False)
-        try:
-            yield {"root": root, "env": env, "runtime_env": renv}
-        finally:
-            ray.shutdown()
-            fray.uninstrument()
+    """The session's Ray cluster (see ray_session.py), with capture in every worker."""
+    yield ray_session.acquire(tmp_path_factory)
+    ray_session.release()
 
 
 @pytest.fixture
@@ -314,7 +299,7 @@ def test_two_jobs_on_one_cluster_are_kept_apart(db, ray_cluster):
         from test_ray_capture import add
         renv = fray.runtime_env()
         renv["env_vars"]["PYTHONPATH"] = {TESTS_DIR!r}
-        ray.init(address={ray.get_runtime_context().gcs_address!r}, runtime_env=renv, logging_level="ERROR",
+        ray.init(address={ray_cluster["gcs_address"]!r}, runtime_env=renv, logging_level="ERROR",
                  log_to_driver=False)
         with Flowcept(workflow_name="second-job") as fc:
             print(json.dumps({{"wf": fc.workflow_id, "job": ray.get_runtime_context().get_job_id(),
