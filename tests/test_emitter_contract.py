@@ -414,3 +414,42 @@ def test_kafka_client_options_are_checked(settings_factory):
     assert not res.ok
     with pytest.raises(ValueError, match="'oops' is not 'key=value'"):
         em.check()
+
+
+def test_kafka_emitter_works_in_a_forked_child_even_if_forked_mid_export(kafka_rig):
+    import orjson
+
+    rig = kafka_rig
+    em = create_emitter(rig.settings)
+    try:
+        assert em.export([{"type": "task", "task_id": "parent-1", "status": "FINISHED"}]).ok
+        with em._busy:  # as if the parent's processor thread were exporting at the moment of the fork
+            pid = os.fork()
+            if pid == 0:  # child: exit without running pytest's teardown
+                try:
+                    ok = em.export([{"type": "task", "task_id": "child-1", "status": "FINISHED"}]).ok
+                    em.shutdown(5)
+                finally:
+                    os._exit(0 if ok else 1)
+        status = []
+
+        def child_done():
+            wpid, st = os.waitpid(pid, os.WNOHANG)
+            if wpid == pid:
+                status.append(st)
+            return bool(status)
+
+        poll_for(child_done, 60, message="the child exporting")
+        assert os.WIFEXITED(status[0]) and os.WEXITSTATUS(status[0]) == 0, "the child's export failed"
+    except BaseException:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except Exception:
+            pass
+        raise
+    finally:
+        if em._pid == os.getpid():
+            assert em.export([{"type": "task", "task_id": "parent-2", "status": "FINISHED"}]).ok
+        em.shutdown(5)
+    ids = sorted(r["task_id"] for m in read_topic(rig.bootstrap, rig.settings.kafka.topic) for r in orjson.loads(m.value()))
+    assert ids == ["child-1", "parent-1", "parent-2"]

@@ -224,6 +224,13 @@ class KafkaEmitter(Emitter):
     # -- export -----------------------------------------------------------------
     def export(self, batch: list[dict]) -> ExportResult:
         """Produce ``batch`` and wait for every delivery report (bounded by the delivery timeout and retries)."""
+        if os.getpid() != self._pid:
+            # forked child: the parent's lock may have been held at the fork, its producer is unusable here
+            self._busy = threading.Lock()
+            if self._producer is not None:
+                _abandoned.append(self._producer)
+                self._producer = None
+            self._pid = os.getpid()
         with self._busy:
             try:
                 return self._export(batch)
