@@ -192,11 +192,21 @@ class KafkaEmitter(Emitter):
         else:
             field = k.partition_key
             crc = zlib.crc32
+            memo: dict = {}  # value -> partition: records of one workflow hash once per batch
             for rec in batch:
                 value = rec.get(field)
                 if value is None:
                     value = rec.get(KEY_FIELD.get(rec.get("type"), "task_id"))
-                groups.setdefault(crc(str(value).encode()) % nparts, []).append(rec)
+                try:
+                    part = memo.get(value)
+                except TypeError:  # an unhashable id: hash its text
+                    value, part = str(value), None
+                if part is None:
+                    part = memo[value] = crc(str(value).encode()) % nparts
+                group = groups.get(part)
+                if group is None:
+                    group = groups[part] = []
+                group.append(rec)
         out = []
         per, max_bytes = k.message_max_records, k.message_max_bytes
         for part, recs in groups.items():
