@@ -255,6 +255,7 @@ class KafkaEmitter(Emitter):
         dropped: dict = {}
         exported = 0
         attempt = 0
+        failure = None  # the last transport error of this export
         pending = None  # packed messages not delivered yet (None: not packed yet)
         while True:
             error = None
@@ -277,7 +278,7 @@ class KafkaEmitter(Emitter):
                 error = str(exc)
             if pending == []:
                 break
-            self.last_error = error
+            self.last_error = failure = error
             left = len(batch) if pending is None else sum(m[3] for m in pending)
             if attempt >= self.settings.transport.max_retries or self._shutdown.is_set() \
                     or not self.backoff_sleep(attempt):
@@ -287,7 +288,7 @@ class KafkaEmitter(Emitter):
             attempt += 1
         if dropped:
             return ExportResult(ExportStatus.FAILURE, exported=exported, dropped=dropped,
-                                error=self.last_error or "a record is larger than kafka.message_max_bytes")
+                                error=failure or "a record is larger than kafka.message_max_bytes")
         return ExportResult(ExportStatus.SUCCESS, exported=exported)
 
     def _send(self, producer, messages: list[tuple]) -> tuple[list, list, bool, str | None]:
@@ -359,9 +360,8 @@ class KafkaEmitter(Emitter):
         self._close(0)
 
     def force_flush(self, timeout_s: float = 10.0) -> bool:
-        if self._producer is None or os.getpid() != self._pid:
-            return True
-        return self._producer.flush(timeout_s) == 0
+        """Nothing to do: every export waits for its own delivery reports, so nothing is buffered between them."""
+        return True
 
     def check(self) -> str:
         from confluent_kafka import KafkaException
