@@ -32,7 +32,7 @@ import ray
 from ray import ObjectRef
 
 from . import runtime
-from .capture import _binder, current_task_id
+from .capture import _binder, current_task_id, current_workflow
 from .records import AdapterId, RecordType, Status
 
 log = logging.getLogger("flowcept_dist")
@@ -122,43 +122,48 @@ def _attempt() -> int:
 
 # -- submission side ----------------------------------------------------------------
 
-def submission_ctx(args, kwargs) -> dict:
+_SEP = "\x1f"  # ASCII unit separator: never in ids
+
+
+def submission_ctx(args, kwargs):
     """The context a ``.remote()`` call sends along (runs on the caller's thread; cheap).
 
-    Keys: ``t`` submission time, ``w``/``c`` workflow/campaign, ``p`` parent task, ``r`` ObjectRef
-    arguments as ``{position or name: [object id, producing task id or None]}`` (None for
-    ``ray.put`` objects: no task produced them).
+    A string ``"<submitted_at>\\x1f<workflow>\\x1f<campaign>\\x1f<parent task>"`` (empty fields
+    for unknowns): Ray serializes a string with msgpack, a dict with pickle, which costs the
+    driver twice as much per task. With ObjectRef arguments, a tuple ``(string, refs)`` where
+    ``refs`` is ``{position or name: [object id, producing task id or None]}`` (None for
+    ``ray.put`` objects: no task produced them). :func:`parse_ctx` reads it back.
     """
-    from .capture import current_workflow
-
-    ctx = {"t": _now()}
     run = _get_running()
     wf = current_workflow()
     if wf is not None:
-        ctx["w"] = wf.workflow_id
-        if wf.campaign_id is not None:
-            ctx["c"] = wf.campaign_id
+        w, c = wf.workflow_id, wf.campaign_id
     elif run is not None:
-        if run[1] is not None:
-            ctx["w"] = run[1]
-        if run[2] is not None:
-            ctx["c"] = run[2]
+        w, c = run[1], run[2]
+    else:
+        w = c = None
     parent = _get_parent()
-    if parent is not None:
-        ctx["p"] = parent
+    text = f"{_now()!r}{_SEP}{w or ''}{_SEP}{c or ''}{_SEP}{parent or ''}"
     refs = None
     for i, a in enumerate(args):
         if isinstance(a, ObjectRef):
             refs = refs if refs is not None else {}
-            refs[i] = a
+            refs[i] = ref_info(a)
     if kwargs:
         for k, a in kwargs.items():
             if isinstance(a, ObjectRef):
                 refs = refs if refs is not None else {}
-                refs[k] = a
-    if refs:
-        ctx["r"] = {k: ref_info(ref) for k, ref in refs.items()}
-    return ctx
+                refs[k] = ref_info(a)
+    return text if refs is None else (text, refs)
+
+
+def parse_ctx(ctx) -> tuple:
+    """``(submitted_at, workflow, campaign, parent, refs)`` from :func:`submission_ctx`'s value."""
+    refs = None
+    if type(ctx) is tuple:
+        ctx, refs = ctx
+    t, w, c, p = ctx.split(_SEP)
+    return float(t), w or None, c or None, p or None, refs
 
 
 #: object index at and above which an object was made by ``ray.put`` (task returns count from 1)
@@ -275,18 +280,14 @@ def _begin(spec, p, ctx):
             rec["actor_id"] = aid
     wf = camp = refs = None
     if ctx:
-        wf = ctx.get("w")
-        camp = ctx.get("c")
+        submitted, wf, camp, parent, refs = parse_ctx(ctx)
+        rec["submitted_at"] = submitted
         if wf is not None:
             rec["workflow_id"] = wf
         if camp is not None:
             rec["campaign_id"] = camp
-        parent = ctx.get("p")
         if parent is not None:
             rec["parent_task_id"] = parent
-        if "t" in ctx:
-            rec["submitted_at"] = ctx["t"]
-        refs = ctx.get("r")
         if refs:
             deps = [v[1] for v in refs.values() if v[1]]
             if deps:

@@ -121,10 +121,13 @@ class TaskEventWatcher:
         self.truncated = False
 
     def _job(self) -> str:
-        if self.job_id is None:
+        if self.job_id is None or self.address is None:
             import ray
 
-            self.job_id = ray.get_runtime_context().get_job_id()
+            rc = ray.get_runtime_context()
+            self.job_id = self.job_id or rc.get_job_id()
+            # this connection's cluster, never "whichever local cluster the State API finds first"
+            self.address = self.address or rc.gcs_address
         return self.job_id
 
     def _list(self) -> list:
