@@ -535,3 +535,29 @@ def test_inside_a_captured_ray_task_records_take_its_workflow(mem):
     (fwd,) = by_subtype(recs, "forward")
     assert epoch["parent_task_id"] == "ray-task-1" and fwd["parent_task_id"] == epoch["task_id"]
     assert {(r["workflow_id"], r["campaign_id"]) for r in recs} == {("wf-from-driver", "camp-7")}
+
+
+def test_a_broken_pipeline_is_counted_and_logged_once_never_raised(mem, caplog):
+    model = Net()
+    with Flowcept(workflow_name="broken", settings=mem.settings):
+        inst = th.instrument(model, what="children")
+        p = runtime._pipeline
+
+        def broken_emit(record):
+            raise OSError("disk on fire")
+
+        real_emit, p.emit = p.emit, broken_emit
+        with caplog.at_level("WARNING", logger="flowcept_dist.torch"):
+            outs = [model(torch.ones(1, 8)) for _ in range(3)]
+        p.emit = real_emit
+    assert all(o.shape == (1, 3) for o in outs)
+    assert inst.errors.count == 3 * (1 + len(called_paths(model)))
+    assert len([r for r in caplog.records if "disk on fire" in r.getMessage()]) == 1
+    assert current_task_id.get() is None
+
+
+def test_instrument_rejects_bad_arguments():
+    with pytest.raises(TypeError, match="nn.Module"):
+        th.instrument(lambda x: x)
+    with pytest.raises(ValueError, match="parent, children"):
+        th.instrument(nn.Linear(1, 1), what="everything")
