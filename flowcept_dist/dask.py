@@ -19,7 +19,9 @@ This module imports dask; ``import flowcept_dist`` never imports it.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+from types import FunctionType
 
 import dask
 from dask.utils import funcname, key_split
@@ -29,6 +31,8 @@ log = logging.getLogger("flowcept_dist")
 #: Dask annotation keys read by both plugins
 WORKFLOW_ANNOTATION = "flowcept_workflow_id"
 CAMPAIGN_ANNOTATION = "flowcept_campaign_id"
+
+_CO_VARARGS = inspect.CO_VARARGS
 
 SCHEDULER_PLUGIN_NAME = "flowcept-scheduler"
 WORKER_PLUGIN_NAME = "flowcept-worker"
@@ -99,9 +103,12 @@ class SpecReader:
         self._subgraph = getattr(ts, "_execute_subgraph", None)
         self._names: dict = {}
         self._binders: dict = {}
+        self._codes: dict = {}
         self.unknown = 0
 
     def _name(self, func) -> str:
+        if type(func) is FunctionType:
+            return func.__name__
         try:
             return self._names[func]
         except (KeyError, TypeError):
@@ -120,6 +127,44 @@ class SpecReader:
         if func is None or func is self._subgraph or isinstance(spec, self._ts.NestedContainer):
             return key_split(key)
         return self._name(func)
+
+    def bind(self, func, args: tuple, kwargs: dict) -> dict:
+        """``{parameter: value}`` for a call, with defaults filled in (as ``@flowcept_task`` records it).
+
+        Plain functions are bound from their code object, cached by its content: a function
+        shipped by value (defined in ``__main__`` or a notebook) is a new object in every task, but
+        its code compares equal. Other callables go through ``inspect.signature`` once each.
+        """
+        if type(func) is FunctionType:
+            code = func.__code__
+            try:
+                shape = self._codes.get(code)
+            except TypeError:  # unhashable constants in the code object
+                shape = None
+            if shape is None:
+                n = code.co_argcount
+                star = code.co_varnames[n + code.co_kwonlyargcount] if code.co_flags & _CO_VARARGS else None
+                shape = (code.co_varnames[:n], star, n)
+                if len(self._codes) >= self._MAX_CACHE:
+                    self._codes.clear()
+                try:
+                    self._codes[code] = shape
+                except TypeError:
+                    pass
+            names, star, n = shape
+            used = {}
+            defaults = func.__defaults__
+            if defaults:
+                used.update(zip(names[n - len(defaults):], defaults))
+            if func.__kwdefaults__:
+                used.update(func.__kwdefaults__)
+            used.update(zip(names, args))
+            if star is not None and len(args) > n:
+                used[star] = list(args[n:])
+            if kwargs:
+                used.update(kwargs)
+            return used
+        return self._binder(func)(args, kwargs)
 
     def _binder(self, func):
         try:
@@ -165,7 +210,7 @@ class SpecReader:
                     return {f"arg{i}": arg(a) for i, a in enumerate(spec.args[3:])}
                 args = tuple(map(arg, spec.args)) if spec.args else ()
                 kwargs = {k: arg(v) for k, v in spec.kwargs.items()} if spec.kwargs else {}
-                return self._binder(spec.func)(args, kwargs)
+                return self.bind(spec.func, args, kwargs)
             if isinstance(spec, ts.Alias):
                 return {"target": task_id(spec.target)}
             if isinstance(spec, ts.DataNode):
