@@ -14,7 +14,7 @@ def register(sub) -> None:
                                    "SIGINT/SIGTERM: persist what is already read, then exit.")
     p.add_argument("--name", default=None, help="consumer name in the group (default: <hostname>-consumer); "
                                                 "restarting with the same name resumes its pending entries")
-    p.add_argument("--group", default=None, help="consumer group (default: redis.group)")
+    p.add_argument("--group", default=None, help="consumer group (default: redis.group or kafka.group)")
     p.add_argument("--until-idle", action="store_true",
                    help="exit once everything in the transport is persisted (for batch jobs)")
     p.set_defaults(func=run)
