@@ -280,6 +280,8 @@ class DaskLink:
             # closed from another thread/context than the one that opened it: the annotation
             # stays visible only in that (finished) context, nothing else to undo
             log.debug("flowcept_dist: dask annotations closed from another context")
+        if getattr(self.client, "asynchronous", False):
+            return  # cannot block on an asynchronous client; the plugins flush on their own interval
         if not flush(self.client, flush_timeout_s):
             log.warning("flowcept_dist: the Dask plugins did not flush within %.0f s", flush_timeout_s)
 
@@ -293,7 +295,12 @@ def link_client(client, fc) -> DaskLink:
     until ``close()``, which also flushes the plugins so ``fc.db`` sees the tasks.
     """
     explicit = getattr(fc, "_settings_arg", None)
-    instrument(client, settings=explicit)
+    if getattr(client, "asynchronous", False):
+        # registering needs an await this synchronous context cannot make: link only
+        log.info("flowcept_dist: asynchronous Dask client: register the plugins yourself "
+                 "(await client.register_plugin(...)); tasks are linked through annotations")
+    else:
+        instrument(client, settings=explicit)
     engine = {"name": "dask", "scheduler_address": getattr(client.scheduler, "address", None),
               "client_id": getattr(client, "id", None),
               "versions": {"dask": dask.__version__, "distributed": _distributed_version()}}
@@ -327,6 +334,7 @@ def flush(client, timeout_s: float = 10.0) -> bool:
 
     Blocks the caller for about one export per process (runs off the Dask event loops).
     With a stream transport, records are then in the stream, not yet in the store.
+    Synchronous clients only (an asynchronous client's ``run`` must be awaited).
     """
     ok = True
     try:
