@@ -25,7 +25,8 @@
 # in its own process group, and stops it when JOB_DIR/run/stop-ROLE appears or on a signal.
 #
 # Variables (each template documents the ones users set; all can come from the environment):
-#   FC_SCRIPT             the Python workflow to run (required)            FC_SCRIPT_ARGS  its arguments
+#   FC_SCRIPT             the workflow to run (required): a .py file runs with the job's python, any
+#                         other executable file as it is          FC_SCRIPT_ARGS  its arguments (split on spaces)
 #   FC_WORKERS_PER_NODE   Dask: worker processes per node (1); Ray: --num-cpus per node (all cores)
 #   FC_THREADS_PER_WORKER Dask: threads per worker process (Dask's default: cores / workers)
 #   FC_STORE              LMDB directory (default JOB_DIR/lmdb) or a mongodb:// URI
@@ -35,7 +36,8 @@
 #   FC_REDIS_BIND         its bind addresses (0.0.0.0); it gets a random password (FC_REDIS_PASSWORD)
 #   FC_KAFKA              Kafka bootstrap servers (transport kafka; an existing broker)
 #   FC_CONSUMER           process (default) | actor (Ray consumer actor) | none (a service consumes)
-#   FC_JOB_DIR            logs, PIDs, Redis data, default store: SUBMIT_DIR/flowcept-JOBID
+#   FC_JOB_DIR            logs, PIDs, Redis data, default store: SUBMIT_DIR/flowcept-JOBID; every node
+#                         must see it (shared filesystem): the nodes read job.env and stop files there
 #   FC_SETUP              shell code run first (module load ..., source venv/bin/activate); the
 #                         environment it leaves (PATH, PYTHONPATH, FLOWCEPT_*...) reaches every node
 #   FC_HEAD_HOST          the first node's address as other nodes reach it (hostname)
@@ -593,7 +595,9 @@ fc__on_signal() {
 
 fc__run_script() {
     local engine=$1 cmd
-    if [[ $engine == ray ]] && fc__bool "$FC_RAY_WRAP"; then
+    if [[ $FC_SCRIPT != *.py && -x $FC_SCRIPT ]]; then
+        cmd=("$FC_SCRIPT") # an executable (a shell script running several steps...): run as it is
+    elif [[ $engine == ray ]] && fc__bool "$FC_RAY_WRAP"; then
         cmd=("$FC_PYTHON" "$FC_LIB_DIR/ray_driver.py" "$FC_SCRIPT")
     else
         cmd=("$FC_PYTHON" "$FC_SCRIPT")
@@ -732,6 +736,7 @@ fc_job() {
     fc__write_job_env
     if [[ -n ${FC_TIME_LIMIT_S:-} ]]; then
         fc__start timer "" "$BASH" -c "sleep $((FC_TIME_LIMIT_S)) && kill -USR1 $$"
+        fc_log "time limit: the job stops itself after FC_TIME_LIMIT_S=$((FC_TIME_LIMIT_S)) s (as on SIGUSR1)"
     fi
     fc__start_transport
     [[ $FC_CONSUMER == process ]] && fc__start_consumer_process
