@@ -45,6 +45,8 @@ _SUBMITTED = Status.SUBMITTED.value
 _FINISHED = Status.FINISHED.value
 _ERROR = Status.ERROR.value
 _WATCHED = frozenset({"memory", "erred", "forgotten"})
+#: how long the scheduler must have no unfinished task before its queued records are pushed out early
+IDLE_FLUSH_DELAY_S = 0.05
 
 
 class FlowceptSchedulerPlugin(SchedulerPlugin):
@@ -71,6 +73,7 @@ class FlowceptSchedulerPlugin(SchedulerPlugin):
         self._inflight: set = set()  # keys submitted and not yet memory/erred/forgotten
         self._workers: dict[str, dict] = {}
         self._spec = None
+        self._idle_check_pending = False
 
     def __getstate__(self):
         return {"settings_overrides": self.settings_overrides}
@@ -180,8 +183,25 @@ class FlowceptSchedulerPlugin(SchedulerPlugin):
                 p.emit({"type": _TASK, "task_id": task_id(key), "status": _ERROR, "adapter_id": _DASK,
                         "ended_at": time.time(), "exception": "CancelledError",
                         "stderr": f"cancelled: released by its clients before it finished (Dask state {start!r})"})
+            else:
+                return
+            if not self._inflight and not self._idle_check_pending:
+                self._idle_check_pending = True
+                self.scheduler.loop.call_later(IDLE_FLUSH_DELAY_S, self._idle_check)
         except Exception as exc:
             self._error("transition hook failed", exc)
+
+    def _idle_check(self) -> None:
+        """Event loop callback: every submitted task has ended; if that is still so, export what is
+        queued now (in an executor thread) rather than at the next flush interval."""
+        self._idle_check_pending = False
+        p = self.pipeline
+        if p is None or self._inflight:
+            return
+        try:
+            self.scheduler.loop.run_in_executor(None, p.flush, 5.0)
+        except Exception as exc:
+            self._error("idle flush failed", exc)
 
     def _error_record(self, key, start, kwargs) -> dict:
         rec = {"type": _TASK, "task_id": task_id(key), "status": _ERROR, "adapter_id": _DASK}

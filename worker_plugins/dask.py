@@ -14,6 +14,9 @@ What it records (task records, ``adapter_id="dask"``, ``task_id`` = stringified 
   ``telemetry_at_end``;
 - executing -> error: ERROR with ``exception`` and ``stderr`` (traceback).
 
+Records are exported by the pipeline's thread every ``transport.flush_interval_s`` or when a batch
+is full, and also as soon as the worker has been idle for ``IDLE_FLUSH_DELAY_S``.
+
 Workflow and campaign come from the task's annotations (``flowcept_workflow_id``,
 ``flowcept_campaign_id``), set by ``Flowcept(dask_client=...)`` or ``dask.annotate``.
 Every ``telemetry.interval_s`` the worker's resource sample is also stored as a record of type
@@ -48,6 +51,8 @@ _ERROR = Status.ERROR.value
 _RUN_STATES = frozenset({"executing", "long-running"})
 _WATCHED = frozenset({"executing", "memory", "error"})
 _SPILLED = object()
+#: how long a worker must stay idle before its queued records are pushed out early
+IDLE_FLUSH_DELAY_S = 0.05
 
 
 class FlowceptWorkerPlugin(WorkerPlugin):
@@ -74,6 +79,7 @@ class FlowceptWorkerPlugin(WorkerPlugin):
         self._tasks = None
         self._spec = None
         self._last_stats = None
+        self._idle_check_pending = False
 
     def __getstate__(self):
         return {"settings_overrides": self.settings_overrides}
@@ -140,8 +146,27 @@ class FlowceptWorkerPlugin(WorkerPlugin):
                     self._finished(p, key, ts)
                 else:
                     self._failed(p, key, ts)
+                if not self._idle_check_pending:
+                    self._idle_check_pending = True
+                    self.worker.loop.call_later(IDLE_FLUSH_DELAY_S, self._idle_check)
         except Exception as exc:
             self._error(f"transition hook failed ({start} -> {finish})", exc)
+
+    def _idle_check(self) -> None:
+        """Event loop callback: if the worker has had nothing to run for a moment, export what is
+        queued now (in an executor thread) instead of waiting for the flush interval, so a
+        computation's last records are queryable right after it ends. While tasks keep coming the
+        worker is never idle at the check and batches stay large."""
+        self._idle_check_pending = False
+        p = self.pipeline
+        if p is None:
+            return
+        try:
+            st = self.worker.state
+            if not (st.executing_count or st.ready or st.constrained):
+                self.worker.loop.run_in_executor(None, p.flush, 5.0)
+        except Exception as exc:
+            self._error("idle flush failed", exc)
 
     def _running(self, p, key) -> None:
         ts = self._tasks.get(key)
