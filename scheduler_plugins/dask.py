@@ -74,6 +74,7 @@ class FlowceptSchedulerPlugin(SchedulerPlugin):
         self._workers: dict[str, dict] = {}
         self._spec = None
         self._idle_check_pending = False
+        self._ended = 0  # tasks ended: the idle check looks for a quiet period, not a snapshot
 
     def __getstate__(self):
         return {"settings_overrides": self.settings_overrides}
@@ -185,22 +186,27 @@ class FlowceptSchedulerPlugin(SchedulerPlugin):
                         "stderr": f"cancelled: released by its clients before it finished (Dask state {start!r})"})
             else:
                 return
+            self._ended += 1
             if not self._inflight and not self._idle_check_pending:
                 self._idle_check_pending = True
-                self.scheduler.loop.call_later(IDLE_FLUSH_DELAY_S, self._idle_check)
+                self.scheduler.loop.call_later(IDLE_FLUSH_DELAY_S, self._idle_check, self._ended)
         except Exception as exc:
             self._error("transition hook failed", exc)
 
-    def _idle_check(self) -> None:
-        """Event loop callback: every submitted task has ended; if that is still so, export what is
-        queued now (in an executor thread) rather than at the next flush interval."""
-        self._idle_check_pending = False
+    def _idle_check(self, ended: int) -> None:
+        """Event loop callback: every submitted task had ended; if no task ended since and none is
+        pending, export what is queued now (in an executor thread) rather than at the next flush
+        interval. A sequence of short computations keeps re-arming it instead."""
         p = self.pipeline
-        if p is None or self._inflight:
-            return
         try:
-            self.scheduler.loop.run_in_executor(None, p.flush, 5.0)
+            if p is not None and self._ended != ended:
+                self.scheduler.loop.call_later(IDLE_FLUSH_DELAY_S, self._idle_check, self._ended)
+                return
+            self._idle_check_pending = False
+            if p is not None and not self._inflight:
+                self.scheduler.loop.run_in_executor(None, p.flush, 5.0)
         except Exception as exc:
+            self._idle_check_pending = False
             self._error("idle flush failed", exc)
 
     def _error_record(self, key, start, kwargs) -> dict:

@@ -52,7 +52,7 @@ _RUN_STATES = frozenset({"executing", "long-running"})
 _WATCHED = frozenset({"executing", "memory", "error"})
 _SPILLED = object()
 #: how long a worker must stay idle before its queued records are pushed out early
-IDLE_FLUSH_DELAY_S = 0.05
+IDLE_FLUSH_DELAY_S = 0.2
 
 
 class FlowceptWorkerPlugin(WorkerPlugin):
@@ -80,6 +80,7 @@ class FlowceptWorkerPlugin(WorkerPlugin):
         self._spec = None
         self._last_stats = None
         self._idle_check_pending = False
+        self._ended = 0  # tasks ended here: the idle check looks for a quiet period, not a snapshot
 
     def __getstate__(self):
         return {"settings_overrides": self.settings_overrides}
@@ -146,26 +147,33 @@ class FlowceptWorkerPlugin(WorkerPlugin):
                     self._finished(p, key, ts)
                 else:
                     self._failed(p, key, ts)
+                self._ended += 1
                 if not self._idle_check_pending:
                     self._idle_check_pending = True
-                    self.worker.loop.call_later(IDLE_FLUSH_DELAY_S, self._idle_check)
+                    self.worker.loop.call_later(IDLE_FLUSH_DELAY_S, self._idle_check, self._ended)
         except Exception as exc:
             self._error(f"transition hook failed ({start} -> {finish})", exc)
 
-    def _idle_check(self) -> None:
-        """Event loop callback: if the worker has had nothing to run for a moment, export what is
-        queued now (in an executor thread) instead of waiting for the flush interval, so a
-        computation's last records are queryable right after it ends. While tasks keep coming the
-        worker is never idle at the check and batches stay large."""
-        self._idle_check_pending = False
+    def _idle_check(self, ended: int) -> None:
+        """Event loop callback: if no task ended here for ``IDLE_FLUSH_DELAY_S`` and nothing is
+        running or ready, export what is queued now (in an executor thread) instead of waiting for
+        the flush interval, so a computation's last records are queryable right after it ends.
+        While tasks keep ending, the check re-arms itself (one callback per delay) and batches
+        stay large."""
         p = self.pipeline
         if p is None:
+            self._idle_check_pending = False
             return
         try:
+            if self._ended != ended:  # busy meanwhile: look again after another quiet period
+                self.worker.loop.call_later(IDLE_FLUSH_DELAY_S, self._idle_check, self._ended)
+                return
+            self._idle_check_pending = False
             st = self.worker.state
             if not (st.executing_count or st.ready or st.constrained):
                 self.worker.loop.run_in_executor(None, p.flush, 5.0)
         except Exception as exc:
+            self._idle_check_pending = False
             self._error("idle flush failed", exc)
 
     def _running(self, p, key) -> None:
