@@ -126,3 +126,24 @@ def test_bad_settings_leave_capture_off_without_failing(base_env, caplog):
         assert all(w.plugins["flowcept-worker"].pipeline is None for w in cluster.workers.values())
         logged = _flowcept_logs(caplog, "no-such-transport")
         assert len(logged) == 3 and all("could not start capture" in r.getMessage() for r in logged)
+
+
+def test_idle_cluster_exports_without_waiting_for_the_flush_interval(base_env, monkeypatch):
+    # a flush interval far beyond the test's deadline: only the idle flush can deliver in time
+    monkeypatch.setenv("FLOWCEPT_TRANSPORT_FLUSH_INTERVAL_S", "600")
+    store = LMDBStore(load_settings())
+    try:
+        with _cluster(True) as cluster, distributed.Client(cluster) as client:
+            fdask.instrument(client)
+            futures = client.map(inc, range(20), pure=False)
+            assert client.gather(futures) == list(range(1, 21))
+            keys = {f.key for f in futures}
+
+            def complete():
+                recs = store.query({"type": "task", "task_id": {"$in": list(keys)}})
+                return len([r for r in recs if r.get("status") == "FINISHED" and "generated" in r
+                            and "submitted_at" in r]) == len(keys)
+
+            poll_for(complete, 30, message="records exported by the idle flush")
+    finally:
+        store.close()
