@@ -150,7 +150,7 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     print(f"Starting a LocalCluster (2 worker processes); capturing into LMDB at {store_path}")
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         workers = list(cluster.scheduler.workers)
         run_id = uuid.uuid4().hex[:6]

@@ -88,7 +88,7 @@ def env(tmp_path_factory):
     cluster = client = e = None
     try:
         cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                           dashboard_address=None)
+                                           dashboard_address=":0")
         client = distributed.Client(cluster)
         fdask.instrument(client)
         e = Env(cluster, client, str(root / "lmdb"))

@@ -32,7 +32,7 @@ def inc(x):
 
 
 def _cluster(processes: bool):
-    return distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=processes, dashboard_address=None)
+    return distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=processes, dashboard_address=":0")
 
 
 def test_worker_killed_mid_run_leaves_one_consistent_record_per_task(base_env, monkeypatch):

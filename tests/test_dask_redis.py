@@ -36,7 +36,7 @@ def test_flowcept_context_with_redis_streams_and_in_process_consumer(redis_setti
     store = open_store(redis_settings)
     try:
         with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                      dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+                                      dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
             # the plugins are registered by the context, with its (Redis) settings
             with Flowcept(workflow_name="redis-dask", dask_client=client, settings=overrides,
                           start_consumer=True) as fc:
@@ -76,7 +76,7 @@ def test_separate_consumer_persists_what_the_plugins_stream(redis_settings, redi
     store = open_store(redis_settings)
     try:
         with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                      dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+                                      dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
             instrument(client, settings=_overrides(redis_settings))
             futures = client.map(inc, range(200), pure=False)
             assert sum(client.gather(futures)) == sum(range(1, 201))
