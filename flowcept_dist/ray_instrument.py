@@ -188,9 +188,10 @@ def uninstrument() -> bool:
 def drain(timeout_s: float | None = None) -> bool:
     """Flush this process's pipeline, then wait for Ray workers' last exports.
 
-    Workers export what they captured at most ``ray.worker_flush_interval_s`` after a task ends,
-    but Ray ends a job's worker processes without running exit handlers, so a driver must give
-    them that time before it disconnects. Waits ``2 * worker_flush_interval_s + drain_grace_s``.
+    Workers export what they captured at most ``ray.worker_flush_interval_s`` (plus the export
+    itself) after a task ends, but Ray ends a job's worker processes without running exit
+    handlers, so a driver must give them that time before it disconnects. Waits
+    ``worker_flush_interval_s + drain_grace_s``.
     Returns False if this process's own flush did not finish within ``timeout_s``.
     """
     from . import runtime
@@ -205,5 +206,5 @@ def drain(timeout_s: float | None = None) -> bool:
     if p is not None:
         ok = p.flush(settings.transport.shutdown_timeout_s if timeout_s is None else timeout_s)
     r = settings.ray
-    threading.Event().wait(2 * r.worker_flush_interval_s + r.drain_grace_s)
+    threading.Event().wait(r.worker_flush_interval_s + r.drain_grace_s)
     return ok

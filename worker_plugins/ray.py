@@ -6,7 +6,7 @@ for the job, before any task (``flowcept_dist.ray.runtime_env()`` sets it to
 
 - builds a :class:`flowcept_dist.runtime.Pipeline` (batch processor + emitter + telemetry sampler)
   from the settings the worker sees (``FLOWCEPT_*`` environment variables carried by the
-  runtime_env), with ``transport.flush_interval_s`` capped at ``ray.worker_flush_interval_s``,
+  runtime_env), with ``transport.flush_interval_s`` set to ``ray.worker_flush_interval_s``,
   and installs it with ``runtime.set_pipeline`` so captured tasks and ``@flowcept_task`` calls
   inside them share it;
 - tags every record of the worker (telemetry samples included) with its job, node and worker ids;
@@ -15,8 +15,8 @@ for the job, before any task (``flowcept_dist.ray.runtime_env()`` sets it to
 
 Exit: the processor registered ``atexit``, which Ray runs when it ends a worker gracefully (idle
 workers above the pool's soft limit, ``max_calls``, SIGTERM). When a job ends, Ray force-exits its
-workers *without* exit handlers; the short flush interval plus the driver's
-``flowcept_dist.ray.drain()`` (run by the instrumented ``ray.shutdown``) cover that case.
+workers *without* exit handlers; the driver's ``flowcept_dist.ray.drain()`` (run by the
+instrumented ``ray.shutdown``) waits one worker flush interval (plus a grace) to cover that case.
 
 Contract: the hook never raises (a raising hook makes Ray kill the worker); a broken
 configuration is logged and the worker runs without capture.
@@ -30,15 +30,19 @@ log = logging.getLogger("flowcept_dist")
 
 
 def worker_settings(settings=None):
-    """The settings a Ray worker captures with: ``settings`` (or the environment's) with the
-    flush interval capped at ``ray.worker_flush_interval_s``."""
+    """The settings a Ray worker captures with: ``settings`` (or the environment's) with
+    ``transport.flush_interval_s`` = ``ray.worker_flush_interval_s``.
+
+    Workers flush on a timer of their own: every export of the default ``direct`` emitter is an
+    LMDB commit (an fsync), and many workers committing often cost more wall time than CPU.
+    """
     from flowcept_dist.settings import load_settings
 
     settings = settings or load_settings()
-    cap = settings.ray.worker_flush_interval_s
-    if settings.transport.flush_interval_s <= cap:
+    interval = settings.ray.worker_flush_interval_s
+    if settings.transport.flush_interval_s == interval:
         return settings
-    return load_settings(overrides={"transport.flush_interval_s": cap})
+    return load_settings(overrides={"transport.flush_interval_s": interval})
 
 
 def setup_worker() -> None:
