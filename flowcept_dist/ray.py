@@ -95,7 +95,7 @@ def is_instrumented() -> bool:
 
 def ray_task(obj=None, *, activity_id: str | None = None):
     """Explicit capture of one remote function or actor class (put it under ``@ray.remote``)."""
-    from .ray_capture import ray_task as _ray_task
+    from .ray_wrap import ray_task as _ray_task
 
     return _ray_task(obj, activity_id=activity_id)
 

@@ -4,7 +4,7 @@
 
 - ``ray.remote_function.RemoteFunction._remote`` (every ``f.remote()`` / ``f.options().remote()``):
   the first call of a remote function in this process swaps its ``_function`` for the capture
-  wrapper (:func:`flowcept_dist.ray_capture.wrap_function`) and sets Ray's invocation decorator,
+  wrapper (:func:`flowcept_dist.ray_wrap.wrap_function`) and sets Ray's invocation decorator,
   before Ray pickles and exports the function for the job. Later calls cost one attribute check.
 - ``ray.actor.ActorClass._remote`` (actor creation): the first creation wraps the methods of Ray's
   own derived actor class (never the user's class) and rebuilds Ray's method metadata (signatures,
@@ -52,7 +52,8 @@ def _exported_for_current_job(last) -> bool:
 
 
 def _instrument_function(rf) -> None:
-    from .ray_capture import _compose, wrap_function, wrappable
+    from .ray_capture import _compose
+    from .ray_wrap import wrap_function, wrappable
 
     fn = rf._function
     if rf._is_cross_language or not wrappable(fn) or _exported_for_current_job(rf._last_export_cluster_and_job):
@@ -87,7 +88,8 @@ def _instrument_actor_class(meta) -> bool:
     """Wrap the methods of Ray's derived class and rebuild Ray's method metadata. True if captured."""
     from ray.actor import _ActorClassMethodMetadata
 
-    from .ray_capture import FLAG, OPT_OUT, wrap_class_methods
+    from .ray_capture import FLAG, OPT_OUT
+    from .ray_wrap import wrap_class_methods
 
     cls = meta.modified_class
     if getattr(cls, FLAG, False):
