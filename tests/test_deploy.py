@@ -434,8 +434,11 @@ def test_slurm_ray_head_and_one_node(job, ray_tmp):
         by_name: dict = {}
         for t in tasks:
             by_name.setdefault(t["activity_id"], []).append(t)
-        assert {k: len(v) for k, v in by_name.items()} == {"inc": 3, "add": 1, "square": 4}, tasks
-        assert all(t["status"] == "FINISHED" and "generated" in t for t in tasks), tasks
+        listing = "\n".join(f"{t.get('activity_id')} {t.get('status')} node={t.get('node_id')} "
+                            f"generated={'generated' in t} task={t['task_id']}" for t in tasks)
+        assert {k: len(v) for k, v in by_name.items()} == {"inc": 3, "add": 1, "square": 4}, \
+            f"{listing}\n{job.output}"
+        assert all(t["status"] == "FINISHED" and "generated" in t for t in tasks), f"{listing}\n{job.output}"
         assert sorted(t["generated"]["return"] if isinstance(t["generated"], dict) and "return" in t["generated"]
                       else t["generated"] for t in by_name["square"]) == [0, 1, 4, 9]
         assert len({t.get("node_id") for t in tasks} - {None}) == 2, "the second node's worker was not captured"
@@ -446,9 +449,27 @@ def test_slurm_ray_head_and_one_node(job, ray_tmp):
     assert not any(ray_tmp in cmd for _, cmd in marked_processes(job.marker))
 
 
+FLAKY_RAY = r"""#!/bin/bash
+# `ray` whose first `ray start --head` exits during startup, as Ray's does on an overloaded node
+# (its raylet misses the fixed 30 s registration deadline); everything else is the real `ray`
+if [[ $1 == start && " $* " == *" --head "* && ! -e $FAKE_RAY_FAILED ]]; then
+    touch "$FAKE_RAY_FAILED"
+    echo "Exception: The current node timed out during startup. (stand-in)" >&2
+    exit 1
+fi
+exec REAL_RAY "$@"
+"""
+
+
 def test_pbs_ray_consumer_actor_and_script_exit_status(job, ray_tmp):
-    """One node, no broker: the Ray consumer actor persists; the script's own runtime_env; exit 3."""
+    """One node, no broker: the Ray consumer actor persists; the script's own runtime_env; exit 3.
+    The first `ray start --head` fails as under overload: the template tries again."""
     job.pbs("404", ["fakenode1"])
+    flaky = job.root / "flaky-bin"
+    flaky.mkdir()
+    (flaky / "ray").write_text(FLAKY_RAY.replace("REAL_RAY", str(BIN / "ray")))
+    (flaky / "ray").chmod(0o755)
+    job.env.update(PATH=f"{flaky}{os.pathsep}{job.env['PATH']}", FAKE_RAY_FAILED=str(job.root / "ray-failed"))
     job.workflow(RAY_WORKFLOW, "explicit")
     job.env.update(FC_TRANSPORT="ray_actor", FC_RAY_WRAP="false", FC_WORKERS_PER_NODE="2", FC_RAY_TMPDIR=ray_tmp)
     ray_ports(job, nodes=1)
@@ -458,11 +479,13 @@ def test_pbs_ray_consumer_actor_and_script_exit_status(job, ray_tmp):
     assert res["d"] == 6 and res["nodes"] == 1
     assert not job.launch_log.exists()  # one node: nothing launched elsewhere
     assert "consumer actor" in job.output and "stopping the Ray consumer actor" in job.output
+    assert "ray start --head exited during startup (attempt 1); trying again" in job.output
+    assert f"temp dir {ray_tmp}/head2" in job.output
     assert "starting Redis" not in job.output
     db = job.store()
     try:
         tasks = db.query({"type": "task", "workflow_id": res["workflow_id"]})
-        assert len(tasks) == 8 and all(t["status"] == "FINISHED" for t in tasks), tasks
+        assert len(tasks) == 8 and all(t["status"] == "FINISHED" for t in tasks), f"{tasks}\n{job.output}"
     finally:
         db.close()
     assert "exit 3" in summary_line(job.output)

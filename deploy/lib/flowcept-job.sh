@@ -46,6 +46,7 @@
 #   FC_MPIEXEC_ARGS       extra mpiexec options
 #   FC_DASK_PORT (0: any) FC_DASK_DASHBOARD (:8787) FC_DASK_SCHEDULER_ARGS FC_DASK_WORKER_ARGS
 #   FC_RAY_PORT (auto)    FC_RAY_DASHBOARD (false)  FC_RAY_TMPDIR  FC_RAY_HEAD_ARGS  FC_RAY_WORKER_ARGS
+#   FC_RAY_START_ATTEMPTS tries of `ray start --head` that exits during startup (2)
 #   FC_RAY_WRAP           true: run the script through ray_driver.py (adds the Flowcept runtime_env
 #                         to its ray.init); false: the script calls flowcept_dist.ray.runtime_env() itself
 #   FC_START_TIMEOUT_S    longest wait for each service to come up (180)
@@ -105,7 +106,11 @@ fc__stop_tree() {
         return 0
     fi
     desc=$(fc__descendants "$pid")
-    kill -s "$sig" "$pid" 2>/dev/null
+    if fc__alive "$pid"; then
+        kill -s "$sig" "$pid" 2>/dev/null
+    else # the leader is gone but its group is not: tell the group
+        kill -s "$sig" -- "-$pid" 2>/dev/null
+    fi
     if fc__wait_gone "$timeout" "$pid" $desc $(fc__group_pids "$pid"); then
         fc_log "stopped $name (pid $pid)"
         return 0
@@ -556,18 +561,31 @@ fc__start_ray() {
     [[ -n $FC_WORKERS_PER_NODE ]] && cpus=(--num-cpus "$FC_WORKERS_PER_NODE")
     local dash=false
     fc__bool "$FC_RAY_DASHBOARD" && dash=true
-    # shellcheck disable=SC2086
-    fc__start ray-head "$logf" ray start --head --block --node-ip-address "$head_ip" --port "$FC_RAY_PORT" \
-        --temp-dir "$tmp/head" --include-dashboard "$dash" --disable-usage-stats "${cpus[@]}" $FC_RAY_HEAD_ARGS
-    local hpid=$FC__PID
-    fc__wait_for "the Ray head" "$hpid" "$FC_START_TIMEOUT_S" test -s "$tmp/head/ray_current_cluster"
-    local rc=$?
-    if ((rc != 0)); then
-        fc__last_log "$logf"
-        ((rc == 2)) && fc_die "ray start --head exited (log: $logf)"
+    # Ray gives a starting node 30 s (fixed) to register with its GCS; on an overloaded node the head
+    # can miss that and exit: it gets FC_RAY_START_ATTEMPTS tries, each in a fresh temp dir
+    local attempt hpid rc hdir
+    for ((attempt = 1; ; attempt++)); do
+        hdir=$tmp/head
+        ((attempt > 1)) && hdir+=$attempt
+        # shellcheck disable=SC2086
+        fc__start ray-head "$logf" ray start --head --block --node-ip-address "$head_ip" --port "$FC_RAY_PORT" \
+            --temp-dir "$hdir" --include-dashboard "$dash" --disable-usage-stats "${cpus[@]}" $FC_RAY_HEAD_ARGS
+        hpid=$FC__PID
+        fc__wait_for "the Ray head" "$hpid" "$FC_START_TIMEOUT_S" test -s "$hdir/ray_current_cluster"
+        rc=$?
+        ((rc == 0)) && break
+        fc__last_log "$logf" 6
+        fc__last_log "$hdir/session_latest/logs/raylet.out" 6
+        fc__last_log "$hdir/session_latest/logs/gcs_server.out" 6
+        if ((rc == 2 && attempt < ${FC_RAY_START_ATTEMPTS:-2})); then
+            fc_log "ray start --head exited during startup (attempt $attempt); trying again"
+            fc__stop_tree "the failed Ray head" "$hpid" TERM 20
+            continue
+        fi
+        ((rc == 2)) && fc_die "ray start --head exited (log: $logf; Ray's logs: $hdir/session_latest/logs)"
         fc_die "the Ray head did not start within $FC_START_TIMEOUT_S s (log: $logf)"
-    fi
-    fc_log "Ray head: $RAY_ADDRESS, pid $hpid, temp dir $tmp/head (log: $logf)"
+    done
+    fc_log "Ray head: $RAY_ADDRESS, pid $hpid, temp dir $hdir (log: $logf)"
     if ((${#FC_NODES[@]} > 1)); then
         {
             printf 'exec ray start --block --address %q --temp-dir %q/"$FC_NODE" --disable-usage-stats' "$RAY_ADDRESS" "$tmp"
