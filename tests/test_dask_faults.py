@@ -23,7 +23,7 @@ from flowcept_dist.stores.lmdb_store import LMDBStore  # noqa: E402
 
 
 def slow_square(x):
-    threading.Event().wait(0.4)  # simulated work, long enough to be killed in the middle
+    threading.Event().wait(0.6)  # simulated work, long enough to be killed in the middle
     return x * x
 
 

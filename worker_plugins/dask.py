@@ -8,7 +8,10 @@ What it records (task records, ``adapter_id="dask"``, ``task_id`` = stringified 
 
 - ready -> executing: RUNNING with ``started_at``, ``activity_id``, ``used`` (arguments bound to
   the function's parameter names, read from the ``dask._task_spec.Task`` attributes; results of
-  other tasks appear as their task ids), ``dependencies`` and ``telemetry_at_start``;
+  other tasks appear as their task ids), ``dependencies`` and ``telemetry_at_start``. The record is
+  built at once but emitted only if the task is still running ``RUNNING_RECORD_DELAY_S`` later;
+  a shorter task's start fields are sent with its terminal record (same stored result, one
+  record instead of two);
 - executing -> memory: FINISHED with ``started_at``/``ended_at`` (compute start/stop),
   ``generated`` (``{"return": value}``, or the value itself when it is a dict) and
   ``telemetry_at_end``;
@@ -53,6 +56,9 @@ _WATCHED = frozenset({"executing", "memory", "error"})
 _SPILLED = object()
 #: how long a worker must stay idle before its queued records are pushed out early
 IDLE_FLUSH_DELAY_S = 0.2
+#: a task still running after this long gets a RUNNING record of its own; a shorter task's start
+#: fields travel in its terminal record (one record instead of two: half the work for the store)
+RUNNING_RECORD_DELAY_S = 0.25
 
 
 class FlowceptWorkerPlugin(WorkerPlugin):
@@ -81,6 +87,8 @@ class FlowceptWorkerPlugin(WorkerPlugin):
         self._last_stats = None
         self._idle_check_pending = False
         self._ended = 0  # tasks ended here: the idle check looks for a quiet period, not a snapshot
+        self._started: dict = {}  # key -> RUNNING record not emitted yet (event loop thread only)
+        self._running_check_pending = False
 
     def __getstate__(self):
         return {"settings_overrides": self.settings_overrides}
@@ -123,6 +131,9 @@ class FlowceptWorkerPlugin(WorkerPlugin):
         """Flush and stop the pipeline off the event loop (bounded by ``transport.shutdown_timeout_s``)."""
         p, self.pipeline = self.pipeline, None
         if p is not None:
+            for rec in self._started.values():  # still running as the worker closes
+                p.emit(rec)
+            self._started.clear()
             self._last_stats = p.stats
             try:
                 await asyncio.to_thread(p.shutdown)
@@ -193,7 +204,35 @@ class FlowceptWorkerPlugin(WorkerPlugin):
         s = p.sampler
         if s is not None:
             rec["telemetry_at_start"] = s.latest
-        p.emit(rec)
+        self._started[key] = rec
+        if not self._running_check_pending:
+            self._running_check_pending = True
+            self.worker.loop.call_later(RUNNING_RECORD_DELAY_S, self._emit_long_running)
+
+    def _emit_long_running(self) -> None:
+        """Event loop callback: emit the RUNNING records of tasks running for ``RUNNING_RECORD_DELAY_S``
+        or more; re-arms itself while some task is still held back."""
+        self._running_check_pending = False
+        p, started = self.pipeline, self._started
+        if p is None or not started:
+            return
+        try:
+            limit = time.time() - RUNNING_RECORD_DELAY_S
+            for key in [k for k, rec in started.items() if rec["started_at"] <= limit]:
+                p.emit(started.pop(key))
+            if started:
+                self._running_check_pending = True
+                self.worker.loop.call_later(RUNNING_RECORD_DELAY_S, self._emit_long_running)
+        except Exception as exc:
+            self._error("emitting RUNNING records failed", exc)
+
+    def _with_start(self, key, rec: dict) -> dict:
+        """``rec`` (a terminal event) merged over the task's held-back RUNNING record, if any."""
+        start = self._started.pop(key, None)
+        if start is None:
+            return rec
+        start.update(rec)  # the terminal event wins: status, compute times, telemetry_at_end...
+        return start
 
     def _end_record(self, p, key, ts, status) -> dict:
         begun, ended = compute_times(ts.startstops)
@@ -216,7 +255,7 @@ class FlowceptWorkerPlugin(WorkerPlugin):
                                                "nbytes": ts.nbytes, "note": "spilled to disk; not read back"}}
             else:
                 rec["generated"] = value if isinstance(value, dict) else {"return": value}
-        p.emit(rec)
+        p.emit(self._with_start(key, rec))
 
     def _failed(self, p, key, ts) -> None:
         rec = self._end_record(p, key, ts, _ERROR)
@@ -224,7 +263,7 @@ class FlowceptWorkerPlugin(WorkerPlugin):
         rec["stderr"] = format_error(exc_text, ts.traceback_text)
         if exc_text:
             rec["exception"] = exc_text
-        p.emit(rec)
+        p.emit(self._with_start(key, rec))
 
     def _result(self, key):
         """The task's result by reference, from fast memory only (never reads spilled data)."""
