@@ -10,16 +10,19 @@ Workloads: N tasks of ~1 ms of CPU each (a busy loop) and N no-op tasks, submitt
 - ``redis``: our plugins over Redis Streams (a redis-server started here on a free port) and a
   ``flowcept-dist consume`` process writing LMDB.
 
-Each repetition starts a fresh cluster per mode (modes interleaved, order rotated), warms it up,
-then times each workload from ``client.map`` to the last task done. For captured modes, the drain
-time is from the end of the compute to every task's merged record being queryable in the store
-(FINISHED, with the scheduler's ``submitted_at`` and the worker's ``generated``), polled every
-20 ms (only the keys still pending); persisted == submitted is checked per workload. Every pipeline's drop counters are summed.
+One cluster per mode is started, warmed up and kept for the whole run; the modes take turns
+workload by workload (order rotated per repetition), so compared samples are seconds apart. Each
+sample is the wall time from ``client.map`` to the last task done, and the CPU time of the
+client+scheduler process and the workers (plus consumer and redis-server) over it. For captured
+modes, the drain time runs from the end of the compute until every task's merged record is
+queryable in the store (FINISHED, with the scheduler's ``submitted_at`` and the worker's
+``generated``; polled every 20 ms, pending keys only); persisted == submitted is checked each time
+and every pipeline's drop counters are summed.
 
 Flowcept 1.0.3 needs ``dask[distributed]<=2024.10``: it runs in a side virtualenv
-(``.bench/flowcept-venv``: ``flowcept[dask,redis,telemetry]==1.0.3``) from a script written by this file, which interleaves plain Dask
-2024.10 and Dask 2024.10 + ``FlowceptDaskWorkerAdapter`` (MQ: Redis pub/sub on the redis-server
-started here; inputs, outputs and CPU/memory telemetry on) in the same way.
+(``.bench/flowcept-venv``: ``flowcept[dask,redis,telemetry]==1.0.3``) from a script written by this
+file, which runs plain Dask 2024.10 and Dask 2024.10 + ``FlowceptDaskWorkerAdapter`` (MQ: Redis
+pub/sub on the redis-server started here; inputs, outputs and CPU/memory telemetry on) the same way.
 
 Targets: overhead <= 5% on 1 ms tasks, <= 15% on no-op tasks, drain < 1 s, zero missing.
 """
@@ -56,24 +59,14 @@ def noop(i):
     return i
 
 
-def _env_for(mode: str, tmp: str, redis_port: int | None, stream: str) -> dict:
-    env = {"FLOWCEPT_STORE_LMDB_PATH": os.path.join(tmp, "lmdb"), "FLOWCEPT_TRANSPORT_STATS_DIR": os.path.join(tmp, "stats"),
-           "FLOWCEPT_SETTINGS_PATH": ""}
-    if mode == "redis":
-        env.update({"FLOWCEPT_TRANSPORT_TYPE": "redis_streams", "FLOWCEPT_REDIS_PORT": str(redis_port),
-                    "FLOWCEPT_REDIS_STREAM": stream, "FLOWCEPT_REDIS_DEAD_LETTER_STREAM": stream + ":dead"})
-    return env
-
-
-def _cpu_seconds() -> float:
-    """CPU time (user+system) of this process and its live children (workers, consumer, redis-server)."""
+def _cpu_seconds(pids) -> float:
+    """CPU time (user+system) of this process (client and in-process schedulers) and ``pids``."""
     import psutil
 
-    me = psutil.Process()
-    total = sum(me.cpu_times()[:2])
-    for child in me.children(recursive=True):
+    total = sum(psutil.Process().cpu_times()[:2])
+    for pid in pids:
         try:
-            total += sum(child.cpu_times()[:2])
+            total += sum(psutil.Process(pid).cpu_times()[:2])
         except psutil.Error:
             pass
     return total
@@ -97,77 +90,83 @@ class Drain:
         return len(self.pending)
 
 
-def run_mode(mode: str, n: int, redis_port: int | None, log) -> dict:
-    """One fresh cluster in ``mode``; returns {workload: {"seconds", "drain", "persisted"}} and drops."""
-    import dask
-    from distributed import Client, LocalCluster, wait
+class ModeCluster:
+    """A ``LocalCluster(n_workers=2, threads_per_worker=1)`` kept for the whole run in one mode.
 
-    tmp = tempfile.mkdtemp(prefix=f"bench-dask-{mode}-")
-    stream = f"bench-dask-{uuid.uuid4().hex[:8]}"
-    saved = {k: v for k, v in os.environ.items() if k.startswith("FLOWCEPT_")}
-    for k in saved:
-        del os.environ[k]
-    os.environ.update({k: v for k, v in _env_for(mode, tmp, redis_port, stream).items() if v})
-    consumer = None
-    out: dict = {}
-    try:
-        if mode == "redis":
-            consumer = subprocess.Popen([sys.executable, "-m", "flowcept_dist.cli.main", "consume"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-                Client(cluster) as client:
-            if mode != "plain":
-                from flowcept_dist.dask import instrument
+    Keeping one cluster per mode lets the modes take turns workload by workload, so compared
+    samples are seconds apart (the load of a shared machine drifts over minutes).
+    """
 
-                instrument(client)
-            wait(client.map(noop, range(200), pure=False))  # warm-up: imports, connections
-            store = None
-            if mode != "plain":
-                from flowcept_dist.settings import load_settings
-                from flowcept_dist.stores.registry import open_store
+    def __init__(self, mode: str, tmp: str, redis, log) -> None:
+        from distributed import Client, LocalCluster, wait
 
-                store = open_store(load_settings())
-            for wl in WORKLOADS:
-                func = busy_1ms if wl == "busy_1ms" else noop
-                wf = f"bench-{mode}-{wl}-{uuid.uuid4().hex[:8]}"
-                with dask.annotate(flowcept_workflow_id=wf):  # the same annotation in every mode
-                    c0 = _cpu_seconds()
-                    t0 = time.perf_counter()
-                    futures = client.map(func, range(n), pure=False)
-                    wait(futures)
-                    t1 = time.perf_counter()
-                    c1 = _cpu_seconds()
-                keys = [f.key for f in futures]
-                del futures
-                res = {"seconds": t1 - t0, "cpu": c1 - c0}
-                if store is not None:
-                    drain = Drain(store, keys)
-                    deadline = t1 + 120
-                    while drain.poll() and time.perf_counter() < deadline:
-                        time.sleep(0.02)
-                    got = n - len(drain.pending)
-                    res["drain"] = time.perf_counter() - t1 if not drain.pending else float("nan")
-                    res["persisted"] = got
-                    res["task_records"] = store.count({"workflow_id": wf, "type": "task"})
-                out[wl] = res
-            if store is not None:
-                store.close()
-        if consumer is not None:
-            consumer.send_signal(signal.SIGINT)
-            consumer.wait(60)
+        self.mode = mode
+        self.store = self.consumer = None
+        self.stats_dir = os.path.join(tmp, f"stats-{mode}")
+        self.cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
+        self.client = Client(self.cluster)
+        extra = []
+        if mode != "plain":
+            from flowcept_dist.dask import instrument
+            from flowcept_dist.settings import load_settings
+            from flowcept_dist.stores.registry import open_store
+
+            overrides = {"store.lmdb_path": os.path.join(tmp, f"lmdb-{mode}"), "transport.stats_dir": self.stats_dir}
+            if mode == "redis":
+                stream = f"bench-dask-{uuid.uuid4().hex[:8]}"
+                overrides.update({"transport.type": "redis_streams", "redis.port": redis.port, "redis.stream": stream,
+                                  "redis.dead_letter_stream": stream + ":dead"})
+                env = dict(os.environ)
+                env.update({"FLOWCEPT_" + k.replace(".", "_").upper(): str(v) for k, v in overrides.items()})
+                env["FLOWCEPT_TRANSPORT_STATS_DIR"] = os.path.join(tmp, "stats-consumer")
+                self.consumer = subprocess.Popen([sys.executable, "-m", "flowcept_dist.cli.main", "consume"], env=env,
+                                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                extra = [self.consumer.pid, redis.proc.pid]
+            instrument(self.client, settings=overrides)
+            self.store = open_store(load_settings(overrides=overrides))
+        wait(self.client.map(noop, range(200), pure=False))  # warm-up: imports, connections
+        self.pids = list(self.client.run(os.getpid).values()) + extra
+
+    def run(self, wl: str, n: int) -> dict:
+        import dask
+        from distributed import wait
+
+        func = busy_1ms if wl == "busy_1ms" else noop
+        wf = f"bench-{self.mode}-{wl}-{uuid.uuid4().hex[:8]}"
+        with dask.annotate(flowcept_workflow_id=wf):  # the same annotation in every mode
+            c0 = _cpu_seconds(self.pids)
+            t0 = time.perf_counter()
+            futures = self.client.map(func, range(n), pure=False)
+            wait(futures)
+            t1 = time.perf_counter()
+            c1 = _cpu_seconds(self.pids)
+        keys = [f.key for f in futures]
+        del futures
+        res = {"seconds": t1 - t0, "cpu": c1 - c0}
+        if self.store is not None:
+            drain = Drain(self.store, keys)
+            deadline = t1 + 120
+            while drain.poll() and time.perf_counter() < deadline:
+                time.sleep(0.02)
+            res["drain"] = time.perf_counter() - t1 if not drain.pending else float("nan")
+            res["persisted"] = n - len(drain.pending)
+        return res
+
+    def close(self) -> int:
+        """Stop everything; return the records the capture pipelines dropped."""
+        self.client.close()
+        self.cluster.close()
+        if self.consumer is not None:
+            self.consumer.send_signal(signal.SIGINT)
+            try:
+                self.consumer.wait(60)
+            except subprocess.TimeoutExpired:
+                self.consumer.kill()
+        if self.store is not None:
+            self.store.close()
         from flowcept_dist.stats import read_snapshots
 
-        snaps = read_snapshots(os.path.join(tmp, "stats"))
-        out["dropped"] = sum(s.get("dropped_total", 0) for s in snaps if s.get("role") != "consumer")
-    finally:
-        if consumer is not None and consumer.poll() is None:
-            consumer.kill()
-        for k in list(os.environ):
-            if k.startswith("FLOWCEPT_"):
-                del os.environ[k]
-        os.environ.update(saved)
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+        return sum(s.get("dropped_total", 0) for s in read_snapshots(self.stats_dir))
 
 
 # -- Flowcept 1.0.3 side run ------------------------------------------------------------------
@@ -185,33 +184,38 @@ def busy_1ms(i):
 def noop(i):
     return i
 
-def cpu_seconds():
+def cpu_seconds(pids):
     import psutil
-    me = psutil.Process()
-    total = sum(me.cpu_times()[:2])
-    for child in me.children(recursive=True):
+    total = sum(psutil.Process().cpu_times()[:2])
+    for pid in pids:
         try:
-            total += sum(child.cpu_times()[:2])
+            total += sum(psutil.Process(pid).cpu_times()[:2])
         except psutil.Error:
             pass
     return total
 
-def run(mode, n):
-    out = {}
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-            Client(cluster) as client:
+class ModeCluster:
+    def __init__(self, mode):
+        self.cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
+        self.client = Client(self.cluster)
         if mode == "flowcept103":
             from flowcept import FlowceptDaskWorkerAdapter
-            client.register_plugin(FlowceptDaskWorkerAdapter())
-        wait(client.map(noop, range(200), pure=False))
-        for wl, func in (("busy_1ms", busy_1ms), ("noop", noop)):
-            c0 = cpu_seconds()
-            t0 = time.perf_counter()
-            futures = client.map(func, range(n), pure=False)
-            wait(futures)
-            out[wl] = {"seconds": time.perf_counter() - t0, "cpu": cpu_seconds() - c0}
-            del futures
-    return out
+            self.client.register_plugin(FlowceptDaskWorkerAdapter())
+        wait(self.client.map(noop, range(200), pure=False))
+        self.pids = list(self.client.run(os.getpid).values())
+
+    def run(self, func, n):
+        c0 = cpu_seconds(self.pids)
+        t0 = time.perf_counter()
+        futures = self.client.map(func, range(n), pure=False)
+        wait(futures)
+        out = {"seconds": time.perf_counter() - t0, "cpu": cpu_seconds(self.pids) - c0}
+        del futures
+        return out
+
+    def close(self):
+        self.client.close()
+        self.cluster.close()
 
 if __name__ == "__main__":
     n, repeats = int(sys.argv[1]), int(sys.argv[2])
@@ -219,12 +223,19 @@ if __name__ == "__main__":
     results = {"versions": {"dask": dask.__version__, "distributed": distributed.__version__,
                             "flowcept": flowcept.__version__}, "runs": []}
     modes = ["plain", "flowcept103"]
-    for rep in range(repeats):
-        for mode in (modes if rep % 2 == 0 else modes[::-1]):
-            results["runs"].append({"mode": mode, **run(mode, n)})
-            print(f"  [flowcept 1.0.3 side] rep {rep + 1} {mode}: " + ", ".join(
-                f"{k} {v['seconds']:.2f}s" for k, v in results["runs"][-1].items() if isinstance(v, dict)),
-                file=sys.stderr, flush=True)
+    clusters = {m: ModeCluster(m) for m in modes}
+    try:
+        for rep in range(repeats):
+            workloads = [("busy_1ms", busy_1ms), ("noop", noop)]
+            for wl, func in (workloads if rep % 2 == 0 else workloads[::-1]):
+                for mode in (modes if rep % 2 == 0 else modes[::-1]):
+                    res = clusters[mode].run(func, n)
+                    results["runs"].append({"mode": mode, "rep": rep, "wl": wl, **res})
+                    print(f"  [flowcept 1.0.3 side] rep {rep + 1} {wl:<8} {mode:<11}: {res['seconds']:.2f}s "
+                          f"(cpu {res['cpu']:.2f}s)", file=sys.stderr, flush=True)
+    finally:
+        for c in clusters.values():
+            c.close()
     print(json.dumps(results))
 '''
 
@@ -293,47 +304,68 @@ def _fmt_pct(x: float) -> str:
     return f"{x * 100:+.1f}%"
 
 
-def report(n: int, repeats: int, runs: list[dict], fc103: dict | None, log) -> None:
-    log("")
-    log(f"Results: {n} tasks per workload, {repeats} interleaved repetitions, median (spread = (max-min)/2)")
-    log(f"{'workload':<9} {'mode':<30} {'compute s':>10} {'spread':>7} {'overhead':>9} {'cpu s':>7} {'cpu +':>7} "
-        f"{'drain s':>8} {'persisted/submitted':>20}")
-    labels = {"plain": "plain dask", "embedded": "flowcept_dist direct->LMDB", "redis": "flowcept_dist redis+consumer"}
+def _paired(runs: list[dict], wl: str, mode: str, base: str, field: str) -> float:
+    """Median over repetitions of mode/base for the same workload in the same repetition."""
+    import statistics
+
+    by_rep = {(r["rep"], r["mode"]): r[field] for r in runs if r["wl"] == wl}
+    ratios = [by_rep[(rep, mode)] / by_rep[(rep, base)] for rep, m in by_rep if m == mode and (rep, base) in by_rep]
+    return statistics.median(ratios) - 1 if ratios else float("nan")
+
+
+def _overhead_rows(runs: list[dict], modes, labels: dict, base: str, n: int, log) -> None:
+    log(f"{'workload':<9} {'mode':<30} {'compute s':>9} {'spread':>7} {'overhead':>9} {'paired':>8} {'cpu s':>7} "
+        f"{'cpu +':>7} {'drain s':>12} {'persisted':>10}")
     for wl in WORKLOADS:
-        base = median_spread([r[wl]["seconds"] for r in runs if r["mode"] == "plain"])[0]
-        base_cpu = median_spread([r[wl]["cpu"] for r in runs if r["mode"] == "plain"])[0]
-        for mode in MODES:
-            rs = [r for r in runs if r["mode"] == mode]
+        cell = {m: [r for r in runs if r["wl"] == wl and r["mode"] == m] for m in modes}
+        base_med = median_spread([r["seconds"] for r in cell[base]])[0]
+        base_cpu = median_spread([r["cpu"] for r in cell[base]])[0]
+        for mode in modes:
+            rs = cell[mode]
             if not rs:
                 continue
-            med, spread = median_spread([r[wl]["seconds"] for r in rs])
-            over = "-" if mode == "plain" else _fmt_pct(med / base - 1)
-            cpu = median_spread([r[wl]["cpu"] for r in rs])[0]
-            cpu_over = "-" if mode == "plain" else _fmt_pct(cpu / base_cpu - 1)
-            if mode == "plain":
-                drain = persisted = "-"
+            med, spread = median_spread([r["seconds"] for r in rs])
+            cpu = median_spread([r["cpu"] for r in rs])[0]
+            if mode == base:
+                over = paired = cpu_over = drain = persisted = "-"
             else:
-                drain = f"{median_spread([r[wl]['drain'] for r in rs])[0]:.2f}"
-                persisted = " ".join(f"{r[wl]['persisted']}/{n}" for r in rs)
-            log(f"{wl:<9} {labels[mode]:<30} {med:>10.3f} {spread:>7.3f} {over:>9} {cpu:>7.2f} {cpu_over:>7} "
-                f"{drain:>8} {persisted:>20}")
-    dropped = {m: sum(r.get("dropped", 0) for r in runs if r["mode"] == m) for m in MODES if m != "plain"}
-    log(f"records dropped by the capture pipelines: {dropped}")
+                over, cpu_over = _fmt_pct(med / base_med - 1), _fmt_pct(cpu / base_cpu - 1)
+                paired = _fmt_pct(_paired(runs, wl, mode, base, "seconds"))
+                drains = [r["drain"] for r in rs if "drain" in r]
+                drain = f"{median_spread(drains)[0]:.2f} (<={max(drains):.2f})" if drains else "n/a"
+                got = [r["persisted"] for r in rs if "persisted" in r]
+                persisted = (f"{min(got)}/{n}" + ("" if min(got) == max(got) else f"..{max(got)}")) if got else "n/a"
+            log(f"{wl:<9} {labels[mode]:<30} {med:>9.3f} {spread:>7.3f} {over:>9} {paired:>8} {cpu:>7.2f} "
+                f"{cpu_over:>7} {drain:>12} {persisted:>10}")
+
+
+def report(n: int, repeats: int, runs: list[dict], dropped: dict, fc103: dict | None, log) -> None:
+    log("")
+    log(f"Results: {n} tasks per workload, {repeats} repetitions (modes take turns per workload); "
+        "median, spread = (max-min)/2")
+    labels = {"plain": "plain dask " + _version("distributed"), "embedded": "flowcept_dist direct->LMDB",
+              "redis": "flowcept_dist redis+consumer"}
+    _overhead_rows(runs, [m for m in MODES if any(r["mode"] == m for r in runs)], labels, "plain", n, log)
+    log(f"records dropped by the capture pipelines: {({m: v for m, v in dropped.items() if m != 'plain'})}")
     if fc103:
         v = fc103["versions"]
-        log(f"\nFlowcept {v['flowcept']} worker plugin on dask/distributed {v['distributed']} (its own plain baseline)")
-        for wl in WORKLOADS:
-            base = median_spread([r[wl]["seconds"] for r in fc103["runs"] if r["mode"] == "plain"])
-            fc = median_spread([r[wl]["seconds"] for r in fc103["runs"] if r["mode"] == "flowcept103"])
-            bcpu = median_spread([r[wl]["cpu"] for r in fc103["runs"] if r["mode"] == "plain"])[0]
-            fcpu = median_spread([r[wl]["cpu"] for r in fc103["runs"] if r["mode"] == "flowcept103"])[0]
-            log(f"{wl:<9} plain {base[0]:.3f}s (±{base[1]:.3f})  flowcept 1.0.3 {fc[0]:.3f}s (±{fc[1]:.3f})  "
-                f"overhead {_fmt_pct(fc[0] / base[0] - 1)}   cpu {bcpu:.2f}s -> {fcpu:.2f}s ({_fmt_pct(fcpu / bcpu - 1)})")
-        log(f"(its messages: {fc103.get('redis_publishes', '?')} PUBLISH calls to Redis pub/sub; no subscriber, "
-            f"so they are not persisted: not comparable on drain or persisted == submitted)")
-    log("\ncompute s: wall time from client.map to the last task done; cpu s: CPU time of this process and its "
-        "children (client, scheduler, workers, consumer, redis-server) over the same span.")
+        log(f"\nFlowcept {v['flowcept']} worker plugin on dask/distributed {v['distributed']}, against plain Dask "
+            f"{v['distributed']} in the same run:")
+        _overhead_rows(fc103["runs"], ["plain", "flowcept103"],
+                       {"plain": f"plain dask {v['distributed']}", "flowcept103": "flowcept 1.0.3 worker plugin"},
+                       "plain", n, log)
+        log(f"(it sent {fc103.get('redis_publishes', '?')} PUBLISH messages to Redis pub/sub; with no subscriber "
+            "nothing is persisted, so drain and persisted do not apply)")
+    log("\ncompute s: wall time from client.map to the last task done. overhead: ratio of medians; paired: median "
+        "of the per-repetition ratios (same workload, back to back). cpu s: CPU time of the client+scheduler "
+        "process, the workers (and the consumer and redis-server for redis) over the same span.")
     log("Targets: overhead <= 5% (busy_1ms), <= 15% (noop); drain < 1 s; persisted == submitted.")
+
+
+def _version(name: str) -> str:
+    import importlib
+
+    return getattr(importlib.import_module(name), "__version__", "?")
 
 
 def main() -> int:
@@ -359,23 +391,36 @@ def main() -> int:
     log(f"bench_dask: dask/distributed {dask.__version__}/{distributed.__version__}, {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.2f}")
     redis = RedisProcess()
+    tmp = tempfile.mkdtemp(prefix="bench-dask-")
     runs: list[dict] = []
+    dropped: dict = {}
+    clusters: dict = {}
     try:
+        for mode in modes:
+            clusters[mode] = ModeCluster(mode, tmp, redis, log)
         for rep in range(repeats):
             order = modes[rep % len(modes):] + modes[:rep % len(modes)]
-            for mode in order:
-                res = run_mode(mode, n, redis.port, log)
-                runs.append({"mode": mode, **res})
-                log(f"  rep {rep + 1} {mode:<8}: " + ", ".join(
-                    f"{wl} {res[wl]['seconds']:.2f}s" + (f" (drain {res[wl]['drain']:.2f}s, {res[wl]['persisted']}/{n})"
-                                                         if "drain" in res[wl] else "") for wl in WORKLOADS))
-        fc103 = None
+            for wl in (WORKLOADS if rep % 2 == 0 else WORKLOADS[::-1]):
+                for mode in order:
+                    res = clusters[mode].run(wl, n)
+                    runs.append({"mode": mode, "rep": rep, "wl": wl, **res})
+                    extra = f", drain {res['drain']:.2f}s, {res['persisted']}/{n} persisted" if "drain" in res else ""
+                    log(f"  rep {rep + 1} {wl:<8} {mode:<8}: {res['seconds']:.2f}s (cpu {res['cpu']:.2f}s{extra})")
+    finally:
+        for mode, c in clusters.items():
+            try:
+                dropped[mode] = c.close()
+            except Exception as exc:
+                log(f"  closing the {mode} cluster: {exc}")
+    fc103 = None
+    try:
         if not args.skip_flowcept103:
             log("Flowcept 1.0.3 (side virtualenv under " + os.path.join(BENCH_DIR, "flowcept-venv") + "):")
             fc103 = run_flowcept103(n, repeats, redis.port, log)
     finally:
         redis.stop()
-    report(n, repeats, runs, fc103, log)
+        shutil.rmtree(tmp, ignore_errors=True)
+    report(n, repeats, runs, dropped, fc103, log)
     log(f"load average at the end: {os.getloadavg()[0]:.2f} (other processes on this machine skew timings)")
     return 0
 
