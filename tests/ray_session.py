@@ -25,27 +25,30 @@ def acquire(tmp_path_factory) -> dict:
 
         root = tmp_path_factory.mktemp("ray")
         env = {"FLOWCEPT_STORE_LMDB_PATH": str(root / "lmdb"), "FLOWCEPT_TRANSPORT_STATS_DIR": str(root / "stats"),
-               "FLOWCEPT_TELEMETRY_INTERVAL_S": "0.5"}
-        mp = pytest.MonkeyPatch()
-        for name in list(os.environ):
-            if name.startswith("FLOWCEPT_"):
-                mp.delenv(name)
-        for k, v in env.items():
-            mp.setenv(k, v)
-        mp.setenv("HOME", str(root / "home"))
-        renv = fray.runtime_env()
-        renv["env_vars"]["PYTHONPATH"] = os.pathsep.join(p for p in (TESTS_DIR, os.environ.get("PYTHONPATH")) if p)
-        try:
-            ray.init(num_cpus=2, runtime_env=renv, include_dashboard=True, namespace="flowcept-tests",
-                     logging_level="ERROR", log_to_driver=False)
-        except BaseException:
-            fray.uninstrument()
-            mp.undo()
-            raise
-        _state.update(root=root, env=env, runtime_env=renv, monkeypatch=mp,
-                      gcs_address=ray.get_runtime_context().gcs_address)
+               "FLOWCEPT_TELEMETRY_INTERVAL_S": "0.5", "HOME": str(root / "home")}  # no ~/.flowcept of the user
+        with pytest.MonkeyPatch.context() as mp:  # the cluster and its workers start with these settings
+            apply_env(mp, env)
+            renv = fray.runtime_env()
+            renv["env_vars"]["PYTHONPATH"] = os.pathsep.join(p for p in (TESTS_DIR, os.environ.get("PYTHONPATH")) if p)
+            renv["env_vars"]["HOME"] = env["HOME"]
+            try:
+                ray.init(num_cpus=2, runtime_env=renv, include_dashboard=True, namespace="flowcept-tests",
+                         logging_level="ERROR", log_to_driver=False)
+            except BaseException:
+                fray.uninstrument()
+                raise
+        _state.update(root=root, env=env, runtime_env=renv, gcs_address=ray.get_runtime_context().gcs_address)
     _state["users"] += 1
     return _state
+
+
+def apply_env(mp, env: dict) -> None:
+    """The driver side of the session's settings (each Ray test applies it with its monkeypatch)."""
+    for name in list(os.environ):
+        if name.startswith("FLOWCEPT_"):
+            mp.delenv(name)
+    for k, v in env.items():
+        mp.setenv(k, v)
 
 
 def release() -> None:
@@ -56,7 +59,8 @@ def release() -> None:
         import flowcept_dist.ray as fray
 
         try:
-            ray.shutdown()
+            with pytest.MonkeyPatch.context() as mp:  # the drain in ray.shutdown reads the settings
+                apply_env(mp, _state["env"])
+                ray.shutdown()
         finally:
             fray.uninstrument()
-            _state.pop("monkeypatch").undo()

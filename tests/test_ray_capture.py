@@ -89,6 +89,12 @@ def ray_cluster(tmp_path_factory):
     ray_session.release()
 
 
+@pytest.fixture(autouse=True)
+def ray_env(ray_cluster, monkeypatch):
+    """This test's driver sees the session's settings (the workers got them through the runtime_env)."""
+    ray_session.apply_env(monkeypatch, ray_cluster["env"])
+
+
 @pytest.fixture
 def db(ray_cluster):
     api = QueryAPI()
@@ -206,14 +212,32 @@ def test_explicit_decorator_without_instrumentation(db):
         def not_captured(x):
             return x
 
+        @ray.remote
+        @fray.ray_task
+        class Acc:
+            def __init__(self):
+                self.total = 0
+
+            def add(self, v):
+                self.total += v
+                return self.total
+
         with Flowcept(workflow_name="explicit") as fc:
             assert ray.get(square.remote(square.remote(3))) == 81
             marker = not_captured.remote(1)
             assert ray.get(marker) == 1
-        recs = wait_tasks(db, fc.workflow_id, 2)
-        assert sorted(r["used"]["x"] for r in recs) == [3, 9]
-        assert {r["activity_id"] for r in recs} == {"explicit_square"}
-        assert len([r for r in recs if r.get("dependencies")]) == 1
+            acc = Acc.remote()
+            assert ray.get(acc.add.remote(4)) == 4
+        recs = wait_tasks(db, fc.workflow_id, 3)
+        squares = [r for r in recs if r["activity_id"] == "explicit_square"]
+        assert sorted(r["used"]["x"] for r in squares) == [3, 9]
+        assert len([r for r in squares if r.get("dependencies")]) == 1
+        (add,) = [r for r in recs if r["activity_id"] == "Acc.add"]
+        assert add["used"] == {"v": 4} and add["generated"] == {"return": 4}
+        # creation carries no context without instrument(): recorded, but outside the workflow
+        (init,) = poll_for(lambda: db.query({"type": "task", "activity_id": "Acc.__init__", "actor_id": add["actor_id"]}),
+                           10, message="the actor's creation record")
+        assert "workflow_id" not in init
         fray.drain()
         assert db.query({"type": "task", "task_id": marker.task_id().hex()}) == []
     finally:

@@ -36,6 +36,12 @@ def ray_cluster(tmp_path_factory):
     ray_session.release()
 
 
+@pytest.fixture(autouse=True)
+def ray_env(ray_cluster, monkeypatch):
+    """This test's driver sees the session's settings (the workers got them through the runtime_env)."""
+    ray_session.apply_env(monkeypatch, ray_cluster["env"])
+
+
 @pytest.fixture
 def db(ray_cluster):
     api = QueryAPI()
