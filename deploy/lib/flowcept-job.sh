@@ -330,7 +330,14 @@ fc__dirs() {
 }
 
 fc__settings_env() {
+    local engine=$1
     export FLOWCEPT_TRANSPORT_STATS_DIR=${FLOWCEPT_TRANSPORT_STATS_DIR:-$FC_JOB_DIR/stats}
+    if [[ $engine == ray ]]; then
+        # Ray ends a job's workers without exit handlers once the driver disconnects: the driver waits
+        # ray.drain_grace_s for their last exports. On a loaded node the default 0.25 s can be short,
+        # and 2 s at the end of a batch job cost nothing.
+        export FLOWCEPT_RAY_DRAIN_GRACE_S=${FLOWCEPT_RAY_DRAIN_GRACE_S:-2}
+    fi
     case "$FC_STORE" in
     mongodb://* | mongodb+srv://*)
         export FLOWCEPT_STORE_TYPE=mongo FLOWCEPT_STORE_MONGO_URI=$FC_STORE ;;
@@ -750,7 +757,7 @@ fc_job() {
     fc__dirs
     export FC_JOB_TAG="flowcept-$FC_JOB_ID-$$-$RANDOM$RANDOM"
     fc_log "job $FC_JOB_ID ($FC_BATCH, $engine): ${#FC_NODES[@]} node(s) ${FC_NODES[*]}; first node $FC_HEAD_HOST; job dir $FC_JOB_DIR"
-    fc__settings_env
+    fc__settings_env "$engine"
     fc__write_job_env
     if [[ -n ${FC_TIME_LIMIT_S:-} ]]; then
         fc__start timer "" "$BASH" -c "sleep $((FC_TIME_LIMIT_S)) && kill -USR1 $$"
