@@ -244,6 +244,31 @@ def test_explicit_decorator_without_instrumentation(db):
         fray.instrument()
 
 
+def test_what_is_not_wrapped_still_runs_unchanged(db):
+    """Generators are not wrapped; a function already submitted in this job before instrument()
+    keeps its exported, unwrapped code: both run as usual and are not recorded."""
+    @ray.remote
+    def count_to(n):
+        for i in range(n):
+            yield i
+
+    @ray.remote
+    def early(x):
+        return -x
+
+    fray.uninstrument()
+    try:
+        assert ray.get(early.remote(1)) == -1  # exported for this job, unwrapped
+    finally:
+        fray.instrument()
+    with Flowcept(workflow_name="unwrapped") as fc:
+        assert [ray.get(r) for r in count_to.remote(3)] == [0, 1, 2]
+        assert ray.get(early.remote(2)) == -2
+        assert ray.get(add.remote(1)) == 2
+    fray.drain()  # every worker has exported what it captured
+    assert [r["activity_id"] for r in tasks_of(db, fc.workflow_id)] == ["add"]
+
+
 # -- lifecycle from Ray's task events, retries --------------------------------------------------
 
 def test_lifecycle_timestamps_are_present_and_ordered(db):
