@@ -274,12 +274,8 @@ class Job:
         while not none_left() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not left, f"processes of the job still running: {left}\n{self.output}"
-        pid_files = list((self.job_dir / "run").glob("*.pid"))
-        assert pid_files, "the template recorded no PIDs"
-        live = {p for p, _ in marked_processes(self.marker)}
-        for f in pid_files:  # what the template itself recorded: none is a live process of this job
-            pid = int(f.read_text().split()[0])
-            assert pid not in live, (f, pid)
+        # (the marker scan, not the template's PID files, is the proof: PIDs wrap fast here, pid_max 32768)
+        assert list((self.job_dir / "run").glob("*.pid")), "the template recorded no PIDs"
         assert "every process this job started has stopped" in self.output, self.output
         warnings = re.findall(r"^\[flowcept-job [^\]]*\] WARNING.*$", self.output, re.M)
         assert not warnings, self.output  # e.g. a process SIGKILLed after its stop timeout
