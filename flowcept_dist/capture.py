@@ -21,6 +21,7 @@ import time
 import traceback
 
 from . import runtime
+from .links import engine_task
 from .records import AdapterId, RecordType, Status, new_id
 
 log = logging.getLogger("flowcept_dist")
@@ -282,10 +283,15 @@ def flowcept_task(func=None, *, output_names=None, activity_id: str | None = Non
 
     def finish(p, task_id, parent, started, tel0, args, kwargs, result, exc):
         wf = _workflows[-1] if _workflows else None
+        if wf is not None:
+            wf_id, camp = wf.workflow_id, wf.campaign_id
+        else:
+            wf_id = camp = None
+            if parent is None:  # inside a Dask/Ray task? then that task is the parent, its workflow ours
+                parent, wf_id, camp = engine_task()
         s = p.sampler
         rec = {"type": _TASK, "task_id": task_id, "activity_id": name, "adapter_id": adapter_id,
-               "parent_task_id": parent, "workflow_id": wf.workflow_id if wf is not None else None,
-               "campaign_id": wf.campaign_id if wf is not None else None, "started_at": started,
+               "parent_task_id": parent, "workflow_id": wf_id, "campaign_id": camp, "started_at": started,
                "ended_at": _now(), "status": _FINISHED, "telemetry_at_start": tel0,
                "telemetry_at_end": s.latest if s is not None else None,
                "_complete": (complete, args, kwargs, result, p.capture_inputs, p.capture_outputs)}

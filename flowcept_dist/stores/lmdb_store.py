@@ -178,7 +178,9 @@ class LMDBStore(Store):
         """Pick an index for a top-level equality/$in condition, or None for a full scan."""
         if not flt:
             return None
-        for field in ("task_id",) + INDEXED_FIELDS:
+        # task_id reads the record by key, which is right only when the filter asks for tasks
+        by_key = ("task_id",) if flt.get("type") == "task" else ()
+        for field in by_key + INDEXED_FIELDS:
             if field not in flt:
                 continue
             cond = flt[field]
