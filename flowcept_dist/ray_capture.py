@@ -270,6 +270,8 @@ def _complete(rec, spec, args, kwargs, result, inputs, outputs, refs) -> None:
 def _begin(spec, p, ctx):
     ids = _ids if _ids_pid == os.getpid() else process_ids()
     task_id = _ray_task_id()
+    if task_id is None:
+        raise RuntimeError("no current Ray task id")
     rec = {"type": _TASK, "task_id": task_id, "attempt": _attempt(), "activity_id": spec.name,
            "subtype": spec.subtype, "adapter_id": _RAY, "status": _FINISHED}
     rec.update(ids)
@@ -310,6 +312,10 @@ def _end(p, rec, spec, args, kwargs, result, exc, started, refs) -> None:
 
 
 def _pipeline():
+    """The worker's pipeline, or None: capture off, or not running as a Ray task (a local call of a
+    wrapped method, e.g. an explicitly decorated class used outside Ray, is just a call)."""
+    if ray._private.worker.global_worker.mode != ray.WORKER_MODE:
+        return None
     p = runtime._pipeline
     if p is None:
         try:
