@@ -130,6 +130,10 @@ def test_plain_tasks_are_recorded_with_ray_ids(db):
     assert r["node_id"] == ray.get_runtime_context().get_node_id() and r["worker_id"] and r["hostname"]
     assert r["submitted_at"] <= r["started_at"] <= r["ended_at"]
     assert "cpu" in json.dumps(r["telemetry_at_end"])
+    # each worker also records periodic telemetry samples, tagged with its ids
+    samples = poll_for(lambda: db.query({"type": "telemetry", "worker_id": r["worker_id"]}), 15,
+                       message="telemetry records of the worker")
+    assert samples[0]["job_id"] == r["job_id"] and samples[0]["node_id"] == r["node_id"] and samples[0]["telemetry"]
 
 
 def test_nested_tasks_record_their_parent(db):
