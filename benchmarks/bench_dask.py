@@ -81,8 +81,9 @@ class Drain:
 
     def poll(self) -> int:
         """Number of keys still pending."""
-        if self.pending:
-            docs = self.store.query({"task_id": {"$in": list(self.pending)}},
+        pending = list(self.pending)
+        for i in range(0, len(pending), 200):  # small $in lists: the filter check is linear in them
+            docs = self.store.query({"type": "task", "task_id": {"$in": pending[i:i + 200]}},
                                     projection=["task_id", "status", "submitted_at", "generated"])
             for d in docs:
                 if d.get("status") == "FINISHED" and "submitted_at" in d and "generated" in d:

@@ -91,7 +91,8 @@ class SpecReader:
     nodes and fused subgraphs, the key prefix. ``inputs(spec)`` binds arguments to the function's
     parameter names; arguments that are other tasks' results appear as their task ids. An unknown
     spec shape is counted in ``unknown`` and logged once; the record then carries what is known.
-    Called on the worker's event loop: binders are cached per function (bounded).
+    ``activity`` is called on the Dask event loops; the worker plugin defers ``inputs`` to its
+    pipeline's thread. Caches are bounded; each is used from one thread.
     """
 
     _MAX_CACHE = 4096

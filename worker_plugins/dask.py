@@ -27,8 +27,8 @@ Every ``telemetry.interval_s`` the worker's resource sample is also stored as a 
 
 Threading: ``transition`` runs on the worker's event loop for every task state change. It
 returns at once for states it does not watch; otherwise it builds one dict and enqueues it.
-Values (arguments, results) are taken by reference and sanitized later on the pipeline's own
-thread; a spilled result is not read back from disk. Hooks never raise: errors are logged once
+Values (arguments, results) are taken by reference; binding arguments to parameter names and
+sanitizing happen later on the pipeline's own thread; a spilled result is not read back from disk. Hooks never raise: errors are logged once
 and counted in ``hook_errors``.
 """
 
@@ -59,6 +59,13 @@ IDLE_FLUSH_DELAY_S = 0.2
 #: a task still running after this long gets a RUNNING record of its own; a shorter task's start
 #: fields travel in its terminal record (one record instead of two: half the work for the store)
 RUNNING_RECORD_DELAY_S = 0.25
+
+
+def _bind_inputs(rec: dict, reader: SpecReader, spec) -> None:
+    """On the pipeline's thread: the task's arguments, bound to parameter names, as ``used``."""
+    used = reader.inputs(spec)
+    if used is not None:
+        rec["used"] = used
 
 
 class FlowceptWorkerPlugin(WorkerPlugin):
@@ -99,7 +106,7 @@ class FlowceptWorkerPlugin(WorkerPlugin):
 
     # -- lifecycle -------------------------------------------------------------------
     def setup(self, worker) -> None:
-        """Build the pipeline on the worker's event loop (once; a thread start, no I/O).
+        """Build the pipeline on the worker's event loop (once: reads the settings, starts two threads).
 
         A bad configuration is logged once and leaves capture off; the worker is unaffected.
         """
@@ -196,9 +203,8 @@ class FlowceptWorkerPlugin(WorkerPlugin):
                "started_at": time.time(), "activity_id": self._spec.activity(key, spec)}
         link_fields(rec, ts.annotations)
         if self._capture_inputs:
-            used = self._spec.inputs(spec)
-            if used is not None:
-                rec["used"] = used
+            # binding runs on the pipeline's thread (BatchProcessor's "_complete" hook), not here
+            rec["_complete"] = (_bind_inputs, self._spec, spec)
         if ts.dependencies:
             rec["dependencies"] = [task_id(d.key) for d in ts.dependencies]
         s = p.sampler
