@@ -71,54 +71,86 @@ fc__bool() { case "${1,,}" in 1 | true | yes | on) return 0 ;; *) return 1 ;; es
 
 fc__lib_file() { local d; d=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd) && printf '%s/%s\n' "$d" "$(basename "${BASH_SOURCE[0]}")"; }
 
-# pids of the live (non-zombie) processes of process group $1
-fc__group_pids() { ps -eo pid=,pgid=,stat= | awk -v g="$1" '$2 == g && $3 !~ /^Z/ {print $1}'; }
+# -- processes ---------------------------------------------------------------------------------
+# A process is named by an ID "PID:STARTTIME" (start time in clock ticks since boot, from
+# /proc/PID/stat). PIDs are reused (pid_max can be 32768 and Ray starts many processes), so a
+# PID recorded earlier is signalled only while its start time still matches: never someone else's
+# process that got the number since. The environment cannot serve: redis-server and Ray workers
+# rewrite their process title over it.
 
-fc__alive() { [[ -n $1 ]] && kill -0 "$1" 2>/dev/null && [[ $(ps -o stat= -p "$1" 2>/dev/null) != Z* ]]; }
-
-# every live descendant of pid $1 (whatever its process group: Ray workers make their own)
-fc__descendants() {
-    ps -eo pid=,ppid=,stat= | awk -v root="$1" '
-        $3 !~ /^Z/ { parent[$1] = $2 }
-        END { for (p in parent) { q = parent[p]; while (q != "" && q > 1) { if (q == root) { print p; break } q = parent[q] } } }'
+# ID of live (non-zombie) process $1; fails if there is none
+fc__id() {
+    local st
+    st=$(<"/proc/$1/stat") 2>/dev/null || return 1
+    st=${st##*) }
+    # shellcheck disable=SC2086
+    set -- "$1" $st # $2 = state (field 3), ${21} = starttime (field 22)
+    [[ $2 != Z && $2 != X ]] || return 1
+    echo "$1:${21}"
 }
 
-fc__any_alive() { local p; for p in "$@"; do fc__alive "$p" && return 0; done; return 1; }
+fc__live() { [[ -n $1 && $(fc__id "${1%%:*}" 2>/dev/null) == "$1" ]]; }
 
-# wait until none of the pids is alive, at most $1 seconds; returns 1 if some are still alive
+fc__pids_of() { local i; for i in "$@"; do echo "${i%%:*}"; done; }
+
+fc__live_ids() { local i; for i in "$@"; do fc__live "$i" && echo "$i"; done; }
+
+fc__any_live() { local i; for i in "$@"; do fc__live "$i" && return 0; done; return 1; }
+
+# IDs of the live members of process group $1 (a group id cannot be reused while it has members)
+fc__group_ids() {
+    local p
+    for p in $(ps -eo pid=,pgid= | awk -v g="$1" '$2 == g {print $1}'); do fc__id "$p"; done
+}
+
+# IDs of the live descendants of pid $1 (whatever their process group: Ray workers make their own)
+fc__descendant_ids() {
+    local p
+    for p in $(ps -eo pid=,ppid= | awk -v root="$1" '
+        { parent[$1] = $2 }
+        END { for (p in parent) { q = parent[p]; while (q != "" && q > 1) { if (q == root) { print p; break } q = parent[q] } } }'); do
+        fc__id "$p"
+    done
+}
+
+# signal $1 to every ID still live
+fc__signal() {
+    local sig=$1 i; shift
+    for i in "$@"; do fc__live "$i" && kill -s "$sig" "${i%%:*}" 2>/dev/null; done
+}
+
+# wait until none of the IDs is live, at most $1 seconds; 1 if some still are
 fc__wait_gone() {
     local timeout=$1; shift
     local deadline=$((SECONDS + timeout))
-    while fc__any_alive "$@"; do
+    while fc__any_live "$@"; do
         ((SECONDS >= deadline)) && return 1
         sleep 0.2
     done
     return 0
 }
 
-# stop process $2 (a group leader started by fc__start or the agent) and everything below it:
-# signal $3 to the leader only (Dask, Redis, the consumer close gracefully on it), wait up to $4 s,
-# then SIGKILL its group and its descendants. $1 names it in the log.
+# stop process ID $2 (a group leader: started by fc__start or by the agent) and everything below it:
+# signal $3 to the leader only (Dask, Redis, the consumer, `ray start` close gracefully on it), wait up
+# to $4 s, then SIGKILL what is left of its group and its descendants. $1 names it in the log.
 fc__stop_tree() {
-    local name=$1 pid=$2 sig=$3 timeout=$4 desc rest
+    local name=$1 id=$2 sig=$3 timeout=$4 pid=${2%%:*} group desc rest
     [[ -n $pid ]] || return 0
-    if ! fc__alive "$pid" && [[ -z $(fc__group_pids "$pid") ]]; then
-        return 0
-    fi
-    desc=$(fc__descendants "$pid")
-    if fc__alive "$pid"; then
+    group=$(fc__group_ids "$pid")
+    fc__live "$id" || [[ -n $group ]] || return 0
+    desc=$(fc__descendant_ids "$pid")
+    if fc__live "$id"; then
         kill -s "$sig" "$pid" 2>/dev/null
-    else # the leader is gone but its group is not: tell the group
-        kill -s "$sig" -- "-$pid" 2>/dev/null
+    else # the leader is gone, not all of its group: tell them
+        fc__signal "$sig" $group
     fi
-    if fc__wait_gone "$timeout" "$pid" $desc $(fc__group_pids "$pid"); then
+    if fc__wait_gone "$timeout" "$id" $group $desc $(fc__group_ids "$pid"); then
         fc_log "stopped $name (pid $pid)"
         return 0
     fi
-    rest=$( { fc__group_pids "$pid"; for p in $pid $desc; do fc__alive "$p" && echo "$p"; done; } | sort -u)
-    fc_log "WARNING: $name (pid $pid) did not stop within ${timeout} s after SIG$sig: SIGKILL to $(fc__describe $rest)"
-    kill -KILL -- "-$pid" 2>/dev/null
-    [[ -n $rest ]] && kill -KILL $rest 2>/dev/null
+    rest=$(fc__live_ids $( { echo "$id" $group $desc; fc__group_ids "$pid"; } | tr ' ' '\n' | sort -u))
+    fc_log "WARNING: $name (pid $pid) did not stop within ${timeout} s after SIG$sig: SIGKILL to $(fc__describe $(fc__pids_of $rest))"
+    fc__signal KILL $rest
     fc__wait_gone 10 $rest || fc_log "WARNING: still alive after SIGKILL: $(echo $rest)"
     return 1
 }
@@ -136,20 +168,31 @@ fc__ancestors() {
     printf '%s' "$out"
 }
 
-# live processes of this user carrying FC_JOB_TAG=<this job's tag>, except this shell's ancestors
-fc__tagged_pids() {
-    local tag="FC_JOB_TAG=$FC_JOB_TAG" excl p pid
+# PIDs of this user's live processes, except this shell's ancestors, that carry FC_JOB_TAG=<tag>
+# in their environment (mode "tag"), or hold a file open under one of the directories $2... ("files")
+fc__job_pids() {
+    local mode=$1 excl p pid; shift
     excl=$(fc__ancestors)
-    for p in /proc/[0-9]*; do
-        pid=${p#/proc/}
-        [[ -O $p && $excl != *" $pid "* ]] || continue
-        grep -qzxF -- "$tag" "$p/environ" 2>/dev/null || continue
-        fc__alive "$pid" && echo "$pid"
-    done
+    if [[ $mode == tag ]]; then
+        for p in /proc/[0-9]*; do
+            pid=${p#/proc/}
+            [[ -O $p && $excl != *" $pid "* ]] || continue
+            grep -qzxF -- "FC_JOB_TAG=$FC_JOB_TAG" "$p/environ" 2>/dev/null && fc__id "$pid" >/dev/null && echo "$pid"
+        done
+    else
+        local d args=()
+        for d in "$@"; do [[ -n $d && -d $d ]] && args+=(-o -lname "$d/*"); done
+        ((${#args[@]})) || return 0
+        find /proc/[0-9]*/fd -mindepth 1 -maxdepth 1 \( -false "${args[@]}" \) -printf '%h\n' 2>/dev/null |
+            cut -d/ -f3 | sort -u | while read -r pid; do
+                [[ -O /proc/$pid && $excl != *" $pid "* ]] && fc__id "$pid" >/dev/null && echo "$pid"
+            done
+    fi
 }
 
 # start "$@" in the background in its own process group; $1 = name, $2 = log file
-# (empty: inherit the job's output). The pid goes to FC_RUN_DIR/NAME.pid and FC__PID.
+# (empty: inherit the job's output). "PID STARTTIME" goes to FC_RUN_DIR/NAME.pid; FC__PID = PID,
+# FC__ID = its ID.
 fc__start() {
     local name=$1 logf=$2; shift 2
     set -m
@@ -160,23 +203,29 @@ fc__start() {
     fi
     FC__PID=$!
     set +m
-    echo "$FC__PID" >"$FC_RUN_DIR/$name.pid"
+    FC__ID=$(fc__id "$FC__PID") || FC__ID="$FC__PID:gone"
+    echo "$FC__PID ${FC__ID#*:}" >"$FC_RUN_DIR/$name.pid"
     FC__STARTED+=("$name")
 }
 
-fc__pid() { [[ -f $FC_RUN_DIR/$1.pid ]] && cat "$FC_RUN_DIR/$1.pid"; }
+fc__pid_of_file() { local p; read -r p _ <"$1" && echo "$p"; }
+
+fc__pid() { local p; [[ -f $FC_RUN_DIR/$1.pid ]] && read -r p _ <"$FC_RUN_DIR/$1.pid" && echo "$p"; }
+
+# the ID recorded for NAME
+fc__pid_id() { local p t; [[ -f $FC_RUN_DIR/$1.pid ]] && read -r p t <"$FC_RUN_DIR/$1.pid" && echo "$p:$t"; }
 
 fc__started() { local n; for n in "${FC__STARTED[@]}"; do [[ $n == "$1" ]] && return 0; done; return 1; }
 
 fc__py() { "$FC_PYTHON" "$FC_LIB_DIR/job_helpers.py" "$@"; }
 
-# bounded wait for a condition ($2..., a command) while process $1 is alive
+# bounded wait for a condition ($4..., a command) while process ID $2 lives; 2 if it ended, 1 on timeout
 fc__wait_for() {
-    local what=$1 pid=$2 timeout=$3; shift 3
+    local what=$1 id=$2 timeout=$3; shift 3
     local deadline=$((SECONDS + timeout))
     until "$@"; do
         [[ -n $FC__SIGNAL ]] && fc_die "interrupted by SIG$FC__SIGNAL while waiting for $what"
-        [[ -n $pid ]] && ! fc__alive "$pid" && return 2
+        [[ -n $id ]] && ! fc__live "$id" && return 2
         ((SECONDS >= deadline)) && return 1
         sleep 0.25
     done
@@ -186,20 +235,21 @@ fc__wait_for() {
 # run a job_helpers.py wait in the background; give up early if a node agent's process exits
 # (ROLE-NODE.done appears before any stop was asked) or on a signal. Output in FC__WAIT_MSG.
 fc__wait_cluster() {
-    local out=$FC_RUN_DIR/wait.out f hp rc
+    local out=$FC_RUN_DIR/wait.out f hp hid rc
     "$FC_PYTHON" "$FC_LIB_DIR/job_helpers.py" "$@" >"$out" 2>&1 </dev/null &
     hp=$!
-    while fc__alive "$hp"; do
+    hid=$(fc__id "$hp")
+    while fc__live "$hid"; do
         for f in "$FC_RUN_DIR"/*.done; do
             [[ -f $f ]] || continue
-            kill "$hp" 2>/dev/null
+            fc__signal TERM "$hid"
             wait "$hp" 2>/dev/null
             f=$(basename "$f" .done)
             FC__WAIT_MSG="$f exited: $(<"$FC_RUN_DIR/$f.done") (log: $FC_LOG_DIR/$f.log)"
             return 1
         done
         if [[ -n $FC__SIGNAL ]]; then
-            kill "$hp" 2>/dev/null
+            fc__signal TERM "$hid"
             wait "$hp" 2>/dev/null
             fc_die "interrupted by SIG$FC__SIGNAL while waiting for the cluster"
         fi
@@ -426,10 +476,10 @@ fc__start_transport() {
 fc__start_consumer_process() {
     local logf=$FC_LOG_DIR/consumer.log
     fc__start consumer "$logf" flowcept-dist consume --name "flowcept-job-$FC_JOB_ID"
-    local pid=$FC__PID
-    fc__wait_for "the consumer" "$pid" 60 grep -q '^consuming ' "$logf"
+    local pid=$FC__PID id=$FC__ID
+    fc__wait_for "the consumer" "$id" 60 grep -q '^consuming ' "$logf"
     local rc=$?
-    if ((rc != 0)) || ! fc__alive "$pid"; then
+    if ((rc != 0)) || ! fc__live "$id"; then
         fc__last_log "$logf"
         fc_die "the consumer did not start (log: $logf)"
     fi
@@ -457,15 +507,15 @@ fc__launch_role() {
 
 # stop every launched agent of role $1: stop file, then wait for the launchers; kill them if needed
 fc__stop_role() {
-    local role=$1 entry idx pid pids=() f line
+    local role=$1 entry idx ids=() f line
     local launched=()
     for entry in "${FC__LAUNCHED[@]}"; do [[ ${entry%%:*} == "$role" ]] && launched+=("${entry#*:}"); done
     ((${#launched[@]})) || return 0
     touch "$FC_RUN_DIR/stop-$role"
-    for idx in "${launched[@]}"; do pids+=("$(fc__pid "launch-$role-$idx")"); done
-    if ! fc__wait_gone $((FC_STOP_TIMEOUT_S + 20)) "${pids[@]}"; then
+    for idx in "${launched[@]}"; do ids+=("$(fc__pid_id "launch-$role-$idx")"); done
+    if ! fc__wait_gone $((FC_STOP_TIMEOUT_S + 20)) "${ids[@]}"; then
         for idx in "${launched[@]}"; do
-            fc__stop_tree "launcher of $role on ${FC_NODES[$idx]}" "$(fc__pid "launch-$role-$idx")" TERM 10
+            fc__stop_tree "launcher of $role on ${FC_NODES[$idx]}" "$(fc__pid_id "launch-$role-$idx")" TERM 10
         done
     fi
     for idx in "${launched[@]}"; do
@@ -496,21 +546,23 @@ fc_node_agent() {
     trap 'FC__SIGNAL=HUP' HUP
     set -m
     "$BASH" "$FC_RUN_DIR/$role.sh" >>"$logf" 2>&1 </dev/null &
-    local child=$!
+    local child=$! cid
     set +m
-    echo "$child $(hostname)" >"$FC_RUN_DIR/$role-$node.pid"
-    while fc__alive "$child" && [[ ! -e $stopf && -z $FC__SIGNAL ]]; do
+    cid=$(fc__id "$child")
+    echo "$child ${cid#*:} $(hostname)" >"$FC_RUN_DIR/$role-$node.pid"
+    while fc__live "$cid" && [[ ! -e $stopf && -z $FC__SIGNAL ]]; do
         sleep 0.5
     done
     local reason=exited
     [[ -e $stopf ]] && reason=stopped
     [[ -n $FC__SIGNAL ]] && reason="stopped on SIG$FC__SIGNAL"
-    local desc
-    desc=$(fc__descendants "$child")
-    fc__stop_tree "$role on $node" "$child" TERM "${FC_STOP_TIMEOUT_S:-30}" 2>>"$logf"
+    local desc group
+    desc=$(fc__descendant_ids "$child")
+    group=$(fc__group_ids "$child")
+    fc__stop_tree "$role on $node" "$cid" TERM "${FC_STOP_TIMEOUT_S:-30}" 2>>"$logf"
     wait "$child" 2>/dev/null
-    local rc=$? left=0 p
-    for p in $child $desc $(fc__group_pids "$child"); do fc__alive "$p" && ((left++)); done
+    local rc=$? left
+    left=$(fc__live_ids $cid $desc $group | sort -u | wc -l)
     echo "$reason (exit $rc), left $left processes" >"$done"
     return 0
 }
@@ -526,7 +578,7 @@ fc__start_dask() {
         --port "$FC_DASK_PORT" --dashboard-address "$FC_DASK_DASHBOARD" --preload scheduler_plugins.dask \
         $FC_DASK_SCHEDULER_ARGS
     local spid=$FC__PID
-    fc__wait_for "the Dask scheduler" "$spid" "$FC_START_TIMEOUT_S" test -s "$sfile"
+    fc__wait_for "the Dask scheduler" "$FC__ID" "$FC_START_TIMEOUT_S" test -s "$sfile"
     local rc=$?
     if ((rc != 0)); then
         fc__last_log "$logf"
@@ -578,7 +630,7 @@ fc__start_ray() {
         fc__start ray-head "$logf" ray start --head --block --node-ip-address "$head_ip" --port "$FC_RAY_PORT" \
             --temp-dir "$hdir" --include-dashboard "$dash" --disable-usage-stats "${cpus[@]}" $FC_RAY_HEAD_ARGS
         hpid=$FC__PID
-        fc__wait_for "the Ray head" "$hpid" "$FC_START_TIMEOUT_S" test -s "$hdir/ray_current_cluster"
+        fc__wait_for "the Ray head" "$FC__ID" "$FC_START_TIMEOUT_S" test -s "$hdir/ray_current_cluster"
         rc=$?
         ((rc == 0)) && break
         fc__last_log "$logf" 6
@@ -586,7 +638,7 @@ fc__start_ray() {
         fc__last_log "$hdir/session_latest/logs/gcs_server.out" 6
         if ((rc == 2 && attempt < ${FC_RAY_START_ATTEMPTS:-2})); then
             fc_log "ray start --head exited during startup (attempt $attempt); trying again"
-            fc__stop_tree "the failed Ray head" "$hpid" TERM 20
+            fc__stop_tree "the failed Ray head" "$(fc__pid_id ray-head)" TERM 20
             continue
         fi
         ((rc == 2)) && fc_die "ray start --head exited (log: $logf; Ray's logs: $hdir/session_latest/logs)"
@@ -631,32 +683,29 @@ fc__run_script() {
     [[ -n ${FC_SCRIPT_ARGS:-} ]] && cmd+=($FC_SCRIPT_ARGS)
     fc_log "running ${cmd[*]}"
     fc__start script "" "${cmd[@]}"
-    local pid=$FC__PID rc
-    while :; do
-        wait "$pid"
-        rc=$?
-        if [[ -n $FC__SIGNAL ]] && fc__alive "$pid"; then
-            FC__SCRIPT_RC=$((128 + $(kill -l "$FC__SIGNAL")))
-            fc__stop_script
-            return
-        fi
-        fc__alive "$pid" || break
-    done
+    local pid=$FC__PID id=$FC__ID rc
+    wait "$pid" # returns when the script exits, or early when a trapped signal arrives
+    rc=$?
+    if [[ -n $FC__SIGNAL ]] && fc__live "$id"; then
+        FC__SCRIPT_RC=$((128 + $(kill -l "$FC__SIGNAL")))
+        fc__stop_script
+        return
+    fi
     FC__SCRIPT_RC=$rc
     fc_log "the script exited with status $rc"
 }
 
 # SIGINT first (Python raises KeyboardInterrupt: with-blocks close, Flowcept flushes), then SIGTERM
 fc__stop_script() {
-    local pid
-    pid=$(fc__pid script) || return 0
-    fc__alive "$pid" || return 0
+    local id
+    id=$(fc__pid_id script) || return 0
+    fc__live "$id" || return 0
     fc_log "stopping the script (SIGINT, SIGTERM after ${FC_SCRIPT_GRACE_S} s)"
-    kill -INT "$pid" 2>/dev/null
-    if ! fc__wait_gone "$FC_SCRIPT_GRACE_S" "$pid"; then
-        fc__stop_tree "the script" "$pid" TERM 10
+    kill -INT "${id%%:*}" 2>/dev/null
+    if ! fc__wait_gone "$FC_SCRIPT_GRACE_S" "$id"; then
+        fc__stop_tree "the script" "$id" TERM 10
     fi
-    wait "$pid" 2>/dev/null
+    wait "${id%%:*}" 2>/dev/null
 }
 
 fc__finish() {
@@ -670,7 +719,7 @@ fc__finish() {
         exit "$rc"
     fi
     fc_log "stopping (status $rc)"
-    fc__started timer && kill -TERM -- "-$(fc__pid timer)" 2>/dev/null
+    fc__started timer && fc__signal TERM $(fc__group_ids "$(fc__pid timer)") # the timer and its sleep
     fc__started script && fc__stop_script
     if [[ $FC_CONSUMER == actor ]] && fc__started ray-head && [[ -n $FC__ACTOR ]]; then
         fc_log "stopping the Ray consumer actor (it persists what it holds first)"
@@ -678,11 +727,11 @@ fc__finish() {
     fi
     fc__stop_role dask-worker
     fc__stop_role ray-node
-    fc__started dask-scheduler && fc__stop_tree "the Dask scheduler" "$(fc__pid dask-scheduler)" TERM "$FC_STOP_TIMEOUT_S"
-    fc__started ray-head && fc__stop_tree "the Ray head" "$(fc__pid ray-head)" TERM "$FC_STOP_TIMEOUT_S"
+    fc__started dask-scheduler && fc__stop_tree "the Dask scheduler" "$(fc__pid_id dask-scheduler)" TERM "$FC_STOP_TIMEOUT_S"
+    fc__started ray-head && fc__stop_tree "the Ray head" "$(fc__pid_id ray-head)" TERM "$FC_STOP_TIMEOUT_S"
     if fc__started consumer; then
         # SIGTERM: the consumer persists and acknowledges everything still in the stream, then exits
-        fc__stop_tree "the consumer (drained)" "$(fc__pid consumer)" TERM $((FC_STOP_TIMEOUT_S + 30))
+        fc__stop_tree "the consumer (drained)" "$(fc__pid_id consumer)" TERM $((FC_STOP_TIMEOUT_S + 30))
         wait "$(fc__pid consumer)" 2>/dev/null
         local crc=$?
         ((crc != 0)) && fc_log "WARNING: the consumer exited with status $crc (log: $FC_LOG_DIR/consumer.log)"
@@ -691,21 +740,26 @@ fc__finish() {
     if [[ $FC_TRANSPORT != direct && $FC_TRANSPORT != ray_actor ]] && fc__started consumer; then
         flowcept-dist status 2>&1 | sed 's/^/[flowcept-job] status: /' >&2
     fi
-    fc__started redis && fc__stop_tree "Redis" "$(fc__pid redis)" TERM "$FC_STOP_TIMEOUT_S"
+    fc__started redis && fc__stop_tree "Redis" "$(fc__pid_id redis)" TERM "$FC_STOP_TIMEOUT_S"
     fc__sweep
     fc__summary "$rc"
     exit "$rc"
 }
 
-# after the stop sequence: anything of this job still running on this node is reported and ended
+# After the stop sequence, on this node: processes carrying the job's tag, or holding files open in
+# Ray's temp dir of the job, outlived it: they are named in a WARNING and ended. Processes with files
+# open in the job directory (a `tail -f` of a log?) are only named.
 fc__sweep() {
-    local left
-    left=$(fc__tagged_pids)
+    local left others ray_dir=
+    fc__started ray-head && ray_dir=$FC_RAY_TMPDIR
+    left=$( { fc__job_pids tag; fc__job_pids files $ray_dir; } | sort -u)
     if [[ -n $left ]]; then
         fc_log "WARNING: processes of this job outlived the stop sequence: $(fc__describe $left)"
-        kill -KILL $left 2>/dev/null
+        fc__signal KILL $(for p in $left; do fc__id "$p"; done)
         FC__LEFTOVERS+=("first node: $(echo $left)")
     fi
+    others=$(fc__job_pids files "$FC_JOB_DIR" | grep -vxF "$(printf '%s\n' $left)")
+    [[ -n $others ]] && fc_log "WARNING: processes still hold files in $FC_JOB_DIR (not stopped): $(fc__describe $others)"
     if ((${#FC__LEFTOVERS[@]})); then
         fc_log "WARNING: not everything stopped cleanly: ${FC__LEFTOVERS[*]}"
     else

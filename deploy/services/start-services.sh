@@ -64,16 +64,20 @@ while IFS= read -r line; do # this script's processes need the FLOWCEPT_* settin
     [[ $line == FLOWCEPT_* ]] && export "${line?}"
 done <"$envf"
 
-# $1 = name, $2 = expected word in its command line; true if its PID file names a live process of ours
+# $1 = name, $2 = expected word in its command line; true if its PID file ("PID STARTTIME") names a
+# live process: same PID, same start time (PIDs are reused), expected program
 running() {
-    local pid
+    local pid st
     [[ -f $dir/$1.pid ]] || return 1
-    pid=$(<"$dir/$1.pid")
-    fc__alive "$pid" && grep -qa -- "$2" "/proc/$pid/cmdline" 2>/dev/null
+    read -r pid st <"$dir/$1.pid"
+    fc__live "$pid:$st" && grep -qa -- "$2" "/proc/$pid/cmdline" 2>/dev/null
 }
 
+# record "PID STARTTIME" of a process just started
+record() { local id; id=$(fc__id "$2") || id="$2:gone"; echo "${id%%:*} ${id#*:}" >"$dir/$1.pid"; }
+
 if running redis redis-server; then
-    fc_log "Redis already running: pid $(<"$dir/redis.pid")"
+    fc_log "Redis already running: pid $(fc__pid_of_file "$dir/redis.pid")"
 else
     (
         umask 077
@@ -82,17 +86,17 @@ else
             "requirepass $FC_REDIS_PASSWORD" "maxmemory-policy noeviction" >"$dir/redis/redis.conf"
     )
     nohup setsid redis-server "$dir/redis/redis.conf" >>"$dir/logs/redis.out" 2>&1 </dev/null &
-    echo $! >"$dir/redis.pid"
+    record redis $!
     if ! msg=$(fc__py wait-transport "$FC_START_TIMEOUT_S" 2>&1); then
         fc__last_log "$dir/logs/redis.log"
         fc_die "Redis did not answer on $FC_SERVICES_HOST:$FC_REDIS_PORT: $msg (stop what started: $HERE/stop-services.sh)"
     fi
-    fc_log "Redis: pid $(<"$dir/redis.pid"), $msg"
+    fc_log "Redis: pid $(fc__pid_of_file "$dir/redis.pid"), $msg"
 fi
 
 if [[ $FC_CONSUMER == process ]]; then
     if running consumer "consume"; then
-        fc_log "consumer already running: pid $(<"$dir/consumer.pid")"
+        fc_log "consumer already running: pid $(fc__pid_of_file "$dir/consumer.pid")"
     else
         logf=$dir/logs/consumer.log
         : >>"$logf"
@@ -100,8 +104,8 @@ if [[ $FC_CONSUMER == process ]]; then
         # the same --name after a restart: the consumer resumes the entries it had not acknowledged
         nohup setsid flowcept-dist consume --name "$(hostname)-service" >>"$logf" 2>&1 </dev/null &
         pid=$!
-        echo "$pid" >"$dir/consumer.pid"
-        if ! fc__wait_for "the consumer" "$pid" "$FC_START_TIMEOUT_S" \
+        record consumer "$pid"
+        if ! fc__wait_for "the consumer" "$(fc__id "$pid")" "$FC_START_TIMEOUT_S" \
             bash -c 'tail -n +$(($1 + 1)) "$2" | grep -q "^consuming "' _ "$start_line" "$logf"; then
             fc__last_log "$logf"
             fc_die "the consumer did not start (log: $logf; stop what started: $HERE/stop-services.sh)"

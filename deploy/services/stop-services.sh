@@ -16,15 +16,16 @@ status=0
 
 # $1 = name, $2 = expected word in its command line
 stop_one() {
-    local name=$1 word=$2 f=$dir/$1.pid pid
+    local name=$1 word=$2 f=$dir/$1.pid pid st
     [[ -f $f ]] || { fc_log "$name: not running (no $f)"; return 0; }
-    pid=$(<"$f")
-    if ! fc__alive "$pid" || ! grep -qa -- "$word" "/proc/$pid/cmdline" 2>/dev/null; then
+    read -r pid st <"$f"
+    # same PID, same start time (PIDs are reused), expected program: only then is it ours
+    if ! fc__live "$pid:$st" || ! grep -qa -- "$word" "/proc/$pid/cmdline" 2>/dev/null; then
         fc_log "$name: pid $pid is not running (stale PID file removed)"
         rm -f "$f"
         return 0
     fi
-    fc__stop_tree "$name" "$pid" TERM "$FC_STOP_TIMEOUT_S" || status=1
+    fc__stop_tree "$name" "$pid:$st" TERM "$FC_STOP_TIMEOUT_S" || status=1
     rm -f "$f"
 }
 
