@@ -123,6 +123,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "type": Key("lmdb", "registry", "Where records persist: 'lmdb' (embedded) or 'mongo'."),
         "lmdb_path": Key("~/.flowcept/lmdb", "path", "LMDB directory (one environment, shared by every process on the host)."),
         "lmdb_map_size_gb": Key(64.0, "float", "Largest LMDB size in GiB (a sparse file: costs nothing until used).", minimum=0.01),
+        "lmdb_sync": Key(True, "bool", "fsync every LMDB commit. false: faster commits (node-local scratch, tmpfs); a crash of the whole machine (not of a process) may then lose or damage recent commits."),
         "mongo_uri": Key("mongodb://127.0.0.1:27017", "str", "MongoDB URI.", secret=True),
         "mongo_db": Key("flowcept", "str", "MongoDB database."),
         "mongo_collection": Key("records", "str", "MongoDB collection holding the records."),

@@ -43,7 +43,7 @@ def _index_value(value, field: str | None = None) -> bytes | None:
     return str(value).encode()[:400]
 
 
-def _acquire_env(path: str, map_size: int, readonly: bool):
+def _acquire_env(path: str, map_size: int, readonly: bool, sync: bool = True):
     import lmdb
 
     key = (os.getpid(), path)
@@ -55,7 +55,7 @@ def _acquire_env(path: str, map_size: int, readonly: bool):
                                         f"(set FLOWCEPT_STORE_LMDB_PATH to the store you want)")
             os.makedirs(path, exist_ok=True)
             env = lmdb.open(path, map_size=map_size, max_dbs=16, max_readers=512, lock=True,
-                            readahead=False, meminit=False)
+                            readahead=False, meminit=False, sync=sync)
             dbs = {"records": env.open_db(b"records")}
             for field in INDEXED_FIELDS:
                 dbs[field] = env.open_db(f"idx:{field}".encode(), dupsort=True)
@@ -89,7 +89,8 @@ class LMDBStore(Store):
         self._map_size = int(settings.store.lmdb_map_size_gb * (1 << 30))
         self._readonly = readonly
         self._pid = os.getpid()
-        self._entry = _acquire_env(self.path, self._map_size, readonly)
+        self._sync = bool(settings.store.lmdb_sync)
+        self._entry = _acquire_env(self.path, self._map_size, readonly, self._sync)
         self._closed = False
 
     # -- handles --------------------------------------------------------------
@@ -98,7 +99,7 @@ class LMDBStore(Store):
             raise RuntimeError("store is closed")
         if os.getpid() != self._pid:  # forked: the parent's handle is unusable here
             self._pid = os.getpid()
-            self._entry = _acquire_env(self.path, self._map_size, self._readonly)
+            self._entry = _acquire_env(self.path, self._map_size, self._readonly, self._sync)
         return self._entry[0], self._entry[1]
 
     @classmethod
