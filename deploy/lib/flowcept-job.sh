@@ -81,7 +81,7 @@ fc__lib_file() { local d; d=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd) && pri
 # ID of live (non-zombie) process $1; fails if there is none
 fc__id() {
     local st
-    st=$(<"/proc/$1/stat") 2>/dev/null || return 1
+    { st=$(<"/proc/$1/stat"); } 2>/dev/null || return 1
     st=${st##*) }
     # shellcheck disable=SC2086
     set -- "$1" $st # $2 = state (field 3), ${21} = starttime (field 22)
@@ -169,7 +169,9 @@ fc__ancestors() {
 }
 
 # PIDs of this user's live processes, except this shell's ancestors, that carry FC_JOB_TAG=<tag>
-# in their environment (mode "tag"), or hold a file open under one of the directories $2... ("files")
+# in their environment (mode "tag"), or hold a file open under one of the directories $2... ("files").
+# Call it with FC_JOB_TAG not exported (export -n, in a subshell), or the commands of the scan itself
+# (grep, find, sort) would carry the tag and be found.
 fc__job_pids() {
     local mode=$1 excl p pid; shift
     excl=$(fc__ancestors)
@@ -752,13 +754,13 @@ fc__finish() {
 fc__sweep() {
     local left others ray_dir=
     fc__started ray-head && ray_dir=$FC_RAY_TMPDIR
-    left=$( { fc__job_pids tag; fc__job_pids files $ray_dir; } | sort -u)
+    left=$(export -n FC_JOB_TAG; { fc__job_pids tag; fc__job_pids files $ray_dir; } | sort -u)
     if [[ -n $left ]]; then
         fc_log "WARNING: processes of this job outlived the stop sequence: $(fc__describe $left)"
         fc__signal KILL $(for p in $left; do fc__id "$p"; done)
         FC__LEFTOVERS+=("first node: $(echo $left)")
     fi
-    others=$(fc__job_pids files "$FC_JOB_DIR" | grep -vxF "$(printf '%s\n' $left)")
+    others=$(export -n FC_JOB_TAG; fc__job_pids files "$FC_JOB_DIR" | grep -vxF "$(printf '%s\n' $left)")
     [[ -n $others ]] && fc_log "WARNING: processes still hold files in $FC_JOB_DIR (not stopped): $(fc__describe $others)"
     if ((${#FC__LEFTOVERS[@]})); then
         fc_log "WARNING: not everything stopped cleanly: ${FC__LEFTOVERS[*]}"
