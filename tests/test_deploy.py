@@ -513,6 +513,40 @@ def test_pbs_ray_consumer_actor_and_script_exit_status(job, ray_tmp):
     job.assert_nothing_left()
 
 
+ORPHAN_WORKFLOW = r'''
+import subprocess, sys
+from distributed import Client
+from flowcept_dist import Flowcept
+
+def inc(x):
+    return x + 1
+
+with Client() as client, Flowcept(workflow_name="orphan", dask_client=client) as fc:
+    assert client.submit(inc, 1).result() == 2
+# a daemon the script leaves behind, in a session of its own: no process group of the job holds it
+subprocess.Popen(["sleep", "600"], start_new_session=True, stdin=subprocess.DEVNULL,
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+print(fc.workflow_id, flush=True)
+'''
+
+
+def test_single_node_direct_transport_and_a_left_behind_process_is_named_and_ended(job):
+    """One node, no services (transport direct: every process writes the LMDB store); the script
+    leaves a detached `sleep 600` behind: the final sweep finds it by the job's tag, names it in a
+    WARNING and ends it."""
+    job.slurm("707", "fakenode1")
+    script = job.submit / "workflow.py"
+    script.write_text(ORPHAN_WORKFLOW)
+    job.env.update(FC_SCRIPT=str(script), FC_TRANSPORT="direct")
+    rc = job.run("slurm/dask.sbatch")
+    assert rc == 0, job.output
+    assert "transport: direct" in job.output and "starting Redis" not in job.output
+    assert "consumer:" not in job.output
+    assert re.search(r"WARNING: processes of this job outlived the stop sequence: \d+ sleep 600", job.output), job.output
+    poll_for(lambda: not marked_processes(job.marker, job.dirs), 10, message="the left-behind sleep to end")
+    assert "FINISHED: 1 tasks, 0 errors" in summary_line(job.output)
+
+
 # -- failing fast --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("template", ["slurm/dask.sbatch", "slurm/ray.sbatch", "pbs/dask.pbs", "pbs/ray.pbs"])
