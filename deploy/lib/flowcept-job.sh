@@ -15,10 +15,13 @@
 #      the workers, the scheduler / head, drains and stops the consumer, stops Redis, prints where
 #      the records are and a one-line summary. Exit status: the script's, 2 for a setup error,
 #      128+N after signal N.
-# Only processes this job started are stopped: by PID and process group (every background
-# process gets its own group), plus their descendants. Every process of the job carries
-# FC_JOB_TAG in its environment; after the stop sequence the first node looks for tagged
-# processes that outlived it, names them in a warning and ends them.
+# Only processes this job started are stopped: each background process gets its own process group
+# and is recorded as PID + start time (PIDs are reused), and stopping signals it, its group and its
+# descendants, checking the start time before every signal. `ray stop` is never used. Every process
+# of the job carries FC_JOB_TAG in its environment; after the stop sequence the first node looks for
+# processes that outlived it (by that tag, or by files open in the job's Ray temp dir, since Ray
+# workers and redis-server overwrite their environment with their title), names them in a WARNING
+# and ends them.
 #
 # On the other nodes the launcher runs:  bash flowcept-job.sh node-agent JOB_DIR ROLE NODE
 # The agent sources JOB_DIR/run/job.env (pbsdsh passes no environment), runs JOB_DIR/run/ROLE.sh
