@@ -73,21 +73,31 @@ def _cpu_seconds(pids) -> float:
 
 
 class Drain:
-    """Polls the store until every key has its merged terminal record (cheaply: only pending keys)."""
+    """Polls the store until every key has its merged terminal record.
 
-    def __init__(self, store, keys) -> None:
+    Cheap enough not to distort what it measures: while many keys are pending it reads the
+    workflow's records through the workflow index; once few are left, only those (a Mongo-style
+    ``$in`` is checked linearly, so its lists stay short).
+    """
+
+    FIELDS = ["task_id", "status", "submitted_at", "generated"]
+
+    def __init__(self, store, keys, workflow_id: str) -> None:
         self.store = store
+        self.workflow_id = workflow_id
         self.pending = {k if isinstance(k, str) else str(k) for k in keys}
 
     def poll(self) -> int:
         """Number of keys still pending."""
-        pending = list(self.pending)
-        for i in range(0, len(pending), 200):  # small $in lists: the filter check is linear in them
-            docs = self.store.query({"type": "task", "task_id": {"$in": pending[i:i + 200]}},
-                                    projection=["task_id", "status", "submitted_at", "generated"])
-            for d in docs:
-                if d.get("status") == "FINISHED" and "submitted_at" in d and "generated" in d:
-                    self.pending.discard(d["task_id"])
+        if len(self.pending) > 300:
+            docs = self.store.query({"type": "task", "workflow_id": self.workflow_id}, projection=self.FIELDS)
+        elif self.pending:
+            docs = self.store.query({"type": "task", "task_id": {"$in": list(self.pending)}}, projection=self.FIELDS)
+        else:
+            return 0
+        for d in docs:
+            if d.get("status") == "FINISHED" and "submitted_at" in d and "generated" in d:
+                self.pending.discard(d["task_id"])
         return len(self.pending)
 
 
@@ -145,7 +155,7 @@ class ModeCluster:
         del futures
         res = {"seconds": t1 - t0, "cpu": c1 - c0}
         if self.store is not None:
-            drain = Drain(self.store, keys)
+            drain = Drain(self.store, keys, wf)
             deadline = t1 + 120
             while drain.poll() and time.perf_counter() < deadline:
                 time.sleep(0.02)
