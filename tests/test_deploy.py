@@ -514,37 +514,42 @@ def test_pbs_ray_consumer_actor_and_script_exit_status(job, ray_tmp):
 
 
 ORPHAN_WORKFLOW = r'''
-import subprocess, sys
+import subprocess, sys, threading
 from distributed import Client
 from flowcept_dist import Flowcept
 
 def inc(x):
     return x + 1
 
-with Client() as client, Flowcept(workflow_name="orphan", dask_client=client) as fc:
-    assert client.submit(inc, 1).result() == 2
 # a daemon the script leaves behind, in a session of its own: no process group of the job holds it
 subprocess.Popen(["sleep", "600"], start_new_session=True, stdin=subprocess.DEVNULL,
                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-print(fc.workflow_id, flush=True)
+with Client() as client, Flowcept(workflow_name="orphan", dask_client=client) as fc:
+    assert client.submit(inc, 1).result() == 2
+    print("ready", fc.workflow_id, flush=True)
+    threading.Event().wait(float(sys.argv[1]))  # longer than the job's time limit
 '''
 
 
-def test_single_node_direct_transport_and_a_left_behind_process_is_named_and_ended(job):
-    """One node, no services (transport direct: every process writes the LMDB store); the script
-    leaves a detached `sleep 600` behind: the final sweep finds it by the job's tag, names it in a
-    WARNING and ends it."""
+def test_time_limit_stops_the_job_and_a_left_behind_process_is_named_and_ended(job):
+    """One node, no services (transport direct: every process writes the LMDB store). The job's own
+    time limit (FC_TIME_LIMIT_S, the PBS way) fires while the script still runs: the job stops as on
+    SIGUSR1. The script left a detached `sleep 600` behind: the final sweep finds it by the job's tag,
+    names it in a WARNING and ends it."""
     job.slurm("707", "fakenode1")
     script = job.submit / "workflow.py"
     script.write_text(ORPHAN_WORKFLOW)
-    job.env.update(FC_SCRIPT=str(script), FC_TRANSPORT="direct")
+    # 60 s: the cluster is up and the script waiting well before (about 10 s here, under load 30)
+    job.env.update(FC_SCRIPT=str(script), FC_SCRIPT_ARGS="600", FC_TRANSPORT="direct", FC_TIME_LIMIT_S="60")
     rc = job.run("slurm/dask.sbatch")
-    assert rc == 0, job.output
-    assert "transport: direct" in job.output and "starting Redis" not in job.output
-    assert "consumer:" not in job.output
+    assert rc == 128 + signal.SIGUSR1, job.output
+    assert "transport: direct" in job.output and "starting Redis" not in job.output and "consumer:" not in job.output
+    assert "ready" in job.output and "received SIGUSR1" in job.output and "stopping the script (SIGINT" in job.output
+    assert 55 < job.elapsed < 200, job.elapsed
     assert re.search(r"WARNING: processes of this job outlived the stop sequence: \d+ sleep 600", job.output), job.output
     poll_for(lambda: not marked_processes(job.marker, job.dirs), 10, message="the left-behind sleep to end")
-    assert "FINISHED: 1 tasks, 0 errors" in summary_line(job.output)
+    line = summary_line(job.output)
+    assert "exit 138" in line and "'orphan'" in line and "1 tasks, 0 errors" in line, line
 
 
 # -- failing fast --------------------------------------------------------------------------
