@@ -546,7 +546,7 @@ def test_time_limit_stops_the_job_and_a_left_behind_process_is_named_and_ended(j
     assert "transport: direct" in job.output and "starting Redis" not in job.output and "consumer:" not in job.output
     assert "ready" in job.output and "received SIGUSR1" in job.output and "stopping the script (SIGINT" in job.output
     assert 55 < job.elapsed < 200, job.elapsed
-    assert re.search(r"WARNING: processes of this job outlived the stop sequence: \d+ sleep 600", job.output), job.output
+    assert re.search(r"WARNING: processes of this job outlived the stop sequence:\s+\d+ sleep 600", job.output), job.output
     poll_for(lambda: not marked_processes(job.marker, job.dirs), 10, message="the left-behind sleep to end")
     line = summary_line(job.output)
     assert "exit 138" in line and "'orphan'" in line and "1 tasks, 0 errors" in line, line

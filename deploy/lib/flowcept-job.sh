@@ -159,7 +159,7 @@ fc__stop_tree() {
 }
 
 # "pid command; pid command" for the log
-fc__describe() { (($#)) && ps -o pid=,args= -p "$(echo "$@" | tr ' ' ',')" 2>/dev/null | cut -c1-100 | tr -s ' ' | paste -sd ';' -; }
+fc__describe() { (($#)) && ps -o pid=,args= -p "$(echo "$@" | tr ' ' ',')" 2>/dev/null | sed 's/^ *//' | cut -c1-100 | tr -s ' ' | paste -sd ';' -; }
 
 # ancestors of this shell (never ours to stop: the batch step, the launcher, the agent)
 fc__ancestors() {
