@@ -142,6 +142,10 @@ def add(a, b):
 def square(x):
     return x * x
 
+@ray.remote(resources={"fakenode2": 0.01})  # only the second node has this resource
+def on_node2():
+    return ray.get_runtime_context().get_node_id()
+
 out, mode = sys.argv[1], sys.argv[2]
 if mode == "explicit":  # FC_RAY_WRAP=false: the script adds the runtime_env itself
     import flowcept_dist.ray
@@ -156,6 +160,8 @@ with Flowcept(workflow_name="ray-diamond") as fc:
     squares = ray.get([square.remote(i) for i in range(4)])
     result = {"workflow_id": fc.workflow_id, "d": ray.get(d), "squares": squares,
               "nodes": len([n for n in ray.nodes() if n["Alive"]])}
+    if mode == "wrapped":  # the two-node job
+        result["node2"] = ray.get(on_node2.remote())
 with open(out, "w") as f:
     json.dump(result, f)
 ray.shutdown()
@@ -343,8 +349,9 @@ def ray_ports(job: Job, nodes: int) -> None:
     other Ray instances on this machine use too."""
     job.env["FC_RAY_HEAD_ARGS"] = (f"--dashboard-agent-listen-port={free_port()} "
                                    f"--ray-client-server-port={free_port()}")
-    if nodes > 1:
-        job.env["FC_RAY_WORKER_ARGS"] = f"--node-ip-address=127.0.0.1 --dashboard-agent-listen-port={free_port()}"
+    if nodes > 1:  # the second node gets a resource of its own, so a task can be sent there
+        job.env["FC_RAY_WORKER_ARGS"] = (f"--node-ip-address=127.0.0.1 --dashboard-agent-listen-port={free_port()} "
+                                         "--resources='{\"fakenode2\": 1}'")  # shell words, as users write them
 
 
 def summary_line(output: str) -> str:
@@ -458,15 +465,17 @@ def test_slurm_ray_head_and_one_node(job, ray_tmp):
             by_name.setdefault(t["activity_id"], []).append(t)
         listing = "\n".join(f"{t.get('activity_id')} {t.get('status')} node={t.get('node_id')} "
                             f"generated={'generated' in t} task={t['task_id']}" for t in tasks)
-        assert {k: len(v) for k, v in by_name.items()} == {"inc": 3, "add": 1, "square": 4}, \
+        assert {k: len(v) for k, v in by_name.items()} == {"inc": 3, "add": 1, "square": 4, "on_node2": 1}, \
             f"{listing}\n{job.output}"
         assert all(t["status"] == "FINISHED" and "generated" in t for t in tasks), f"{listing}\n{job.output}"
         assert sorted(t["generated"]["return"] if isinstance(t["generated"], dict) and "return" in t["generated"]
                       else t["generated"] for t in by_name["square"]) == [0, 1, 4, 9]
-        assert len({t.get("node_id") for t in tasks} - {None}) == 2, "the second node's worker was not captured"
+        (pinned,) = by_name["on_node2"]
+        assert pinned["node_id"] == res["node2"] == pinned["generated"]["return"], listing  # captured on node 2
+        assert len({t.get("node_id") for t in tasks} - {None}) == 2, listing
     finally:
         db.close()
-    assert "FINISHED: 8 tasks, 0 errors" in summary_line(job.output)
+    assert "FINISHED: 9 tasks, 0 errors" in summary_line(job.output)
     job.assert_nothing_left()
 
 
@@ -565,6 +574,20 @@ def test_missing_user_script_fails_fast_and_starts_nothing(job, template):
     assert rc == 2, job.output
     assert f"user script not found or not readable: FC_SCRIPT={job.submit / 'no_such_workflow.py'}" in job.output
     assert job.elapsed < 30, job.elapsed
+    assert "starting Redis" not in job.output and not job.launch_log.exists()
+    assert not marked_processes(job.marker, job.dirs)
+
+
+def test_bad_settings_fail_before_anything_starts(job):
+    job.slurm("808", "fakenode[1-2]")
+    job.workflow(DASK_WORKFLOW, "ok")
+    job.env["FC_DASK_WORKER_ARGS"] = "--memory-limit 'unbalanced"
+    assert job.run("slurm/dask.sbatch", timeout=60) == 2, job.output
+    assert "FC_DASK_WORKER_ARGS is not valid shell words" in job.output
+    job.env.pop("FC_DASK_WORKER_ARGS")
+    job.env["FLOWCEPT_TRANSPORT_ON_FULL"] = "explode"
+    assert job.run("slurm/dask.sbatch", timeout=60) == 2, job.output
+    assert "invalid Flowcept settings" in job.output and "transport.on_full" in job.output
     assert "starting Redis" not in job.output and not job.launch_log.exists()
     assert not marked_processes(job.marker, job.dirs)
 

@@ -29,7 +29,8 @@
 #
 # Variables (each template documents the ones users set; all can come from the environment):
 #   FC_SCRIPT             the workflow to run (required): a .py file runs with the job's python, any
-#                         other executable file as it is          FC_SCRIPT_ARGS  its arguments (split on spaces)
+#                         other executable file as it is          FC_SCRIPT_ARGS  its arguments
+#   (every *_ARGS variable holds shell words: quote as on a command line, e.g. --resources='{"gpu_node": 1}')
 #   FC_WORKERS_PER_NODE   Dask: worker processes per node (1); Ray: --num-cpus per node (all cores)
 #   FC_THREADS_PER_WORKER Dask: threads per worker process (Dask's default: cores / workers)
 #   FC_STORE              LMDB directory (default JOB_DIR/lmdb) or a mongodb:// URI
@@ -358,6 +359,12 @@ fc__preflight() {
         fc_die "FC_TRANSPORT=direct with an LMDB store needs a single node (LMDB is not shared across hosts): use FC_TRANSPORT=redis or a mongodb:// FC_STORE"
     fi
     [[ $FC_TRANSPORT == kafka && -z ${FC_KAFKA:-} ]] && fc_die "FC_TRANSPORT=kafka needs FC_KAFKA=host:port of the brokers"
+    local v
+    for v in SCRIPT SRUN MPIEXEC DASK_SCHEDULER DASK_WORKER RAY_HEAD RAY_WORKER; do
+        v=FC_${v}_ARGS
+        # shell words, as the role scripts on the other nodes read FC_DASK_WORKER_ARGS / FC_RAY_WORKER_ARGS
+        eval "FC__${v#FC_}=(${!v:-})" 2>/dev/null || fc_die "$v is not valid shell words: ${!v}"
+    done
     [[ $FC_WORKERS_PER_NODE =~ ^[0-9]*$ ]] || fc_die "FC_WORKERS_PER_NODE must be a number, not '$FC_WORKERS_PER_NODE'"
     FC_PYTHON=$(command -v python3 || command -v python) || fc_die "no python on PATH (set FC_SETUP to activate your environment)"
     local tools=(flowcept-dist)
@@ -501,9 +508,9 @@ fc__launch_role() {
     local agent=("$BASH" "$FC_LIB_FILE" node-agent "$FC_JOB_DIR" "$role" "$node")
     local name="launch-$role-$idx" logf=$FC_LOG_DIR/launcher-$role-$node.log
     case "$FC_LAUNCHER" in
-    srun) fc__start "$name" "$logf" srun --nodes=1 --ntasks=1 -w "$node" $FC_SRUN_ARGS "${agent[@]}" ;;
+    srun) fc__start "$name" "$logf" srun --nodes=1 --ntasks=1 -w "$node" "${FC__SRUN_ARGS[@]}" "${agent[@]}" ;;
     pbsdsh) fc__start "$name" "$logf" pbsdsh -n "${FC_PBS_INDEX[$idx]}" -- "${agent[@]}" ;;
-    mpiexec | mpirun) fc__start "$name" "$logf" "$FC_LAUNCHER" -n 1 -host "$node" $FC_MPIEXEC_ARGS "${agent[@]}" ;;
+    mpiexec | mpirun) fc__start "$name" "$logf" "$FC_LAUNCHER" -n 1 -host "$node" "${FC__MPIEXEC_ARGS[@]}" "${agent[@]}" ;;
     ssh) fc__start "$name" "$logf" ssh -o BatchMode=yes "$node" "$(printf '%q ' "${agent[@]}")" ;;
     local) fc__start "$name" "$logf" "${agent[@]}" ;;
     esac
@@ -578,10 +585,9 @@ fc_node_agent() {
 fc__start_dask() {
     local sfile=$FC_JOB_DIR/scheduler.json logf=$FC_LOG_DIR/dask-scheduler.log i
     rm -f "$sfile"
-    # shellcheck disable=SC2086
     fc__start dask-scheduler "$logf" dask scheduler --scheduler-file "$sfile" --host "$FC_HEAD_HOST" \
         --port "$FC_DASK_PORT" --dashboard-address "$FC_DASK_DASHBOARD" --preload scheduler_plugins.dask \
-        $FC_DASK_SCHEDULER_ARGS
+        "${FC__DASK_SCHEDULER_ARGS[@]}"
     local spid=$FC__PID
     fc__wait_for "the Dask scheduler" "$FC__ID" "$FC_START_TIMEOUT_S" test -s "$sfile"
     local rc=$?
@@ -631,9 +637,8 @@ fc__start_ray() {
     for ((attempt = 1; ; attempt++)); do
         hdir=$tmp/head
         ((attempt > 1)) && hdir+=$attempt
-        # shellcheck disable=SC2086
         fc__start ray-head "$logf" ray start --head --block --node-ip-address "$head_ip" --port "$FC_RAY_PORT" \
-            --temp-dir "$hdir" --include-dashboard "$dash" --disable-usage-stats "${cpus[@]}" $FC_RAY_HEAD_ARGS
+            --temp-dir "$hdir" --include-dashboard "$dash" --disable-usage-stats "${cpus[@]}" "${FC__RAY_HEAD_ARGS[@]}"
         hpid=$FC__PID
         fc__wait_for "the Ray head" "$FC__ID" "$FC_START_TIMEOUT_S" test -s "$hdir/ray_current_cluster"
         rc=$?
@@ -684,8 +689,7 @@ fc__run_script() {
     else
         cmd=("$FC_PYTHON" "$FC_SCRIPT")
     fi
-    # shellcheck disable=SC2206
-    [[ -n ${FC_SCRIPT_ARGS:-} ]] && cmd+=($FC_SCRIPT_ARGS)
+    cmd+=("${FC__SCRIPT_ARGS[@]}")
     fc_log "running ${cmd[*]}"
     fc__start script "" "${cmd[@]}"
     local pid=$FC__PID id=$FC__ID rc
