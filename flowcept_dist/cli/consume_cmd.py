@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import signal
 import sys
 
@@ -21,14 +20,11 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..consumer import create_consumer
+    from ..consumer import create_consumer, tune_gc_for_consumer_process
     from ..settings import load_settings
 
     settings = load_settings()
-    # This process only moves records: the cyclic GC re-scanning each decoded batch costs a third
-    # of the ingest rate and finds nothing (records hold no cycles), so collect rarely.
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
+    tune_gc_for_consumer_process()
     kwargs = {}
     if args.name:
         kwargs["name"] = args.name
