@@ -101,10 +101,12 @@ fc__live_ids() { local i; for i in "$@"; do fc__live "$i" && echo "$i"; done; }
 
 fc__any_live() { local i; for i in "$@"; do fc__live "$i" && return 0; done; return 1; }
 
-# IDs of the live members of process group $1 (a group id cannot be reused while it has members)
+# IDs of the live members of the process group led by process ID $1. A group id is not reused while
+# the group has members, so if the leader's PID now names another process, the group is gone: none.
 fc__group_ids() {
-    local p
-    for p in $(ps -eo pid=,pgid= | awk -v g="$1" '$2 == g {print $1}'); do fc__id "$p"; done
+    local p cur
+    cur=$(fc__id "${1%%:*}") && [[ $cur != "$1" ]] && return 0
+    for p in $(ps -eo pid=,pgid= | awk -v g="${1%%:*}" '$2 == g {print $1}'); do fc__id "$p"; done
 }
 
 # IDs of the live descendants of pid $1 (whatever their process group: Ray workers make their own)
@@ -140,19 +142,20 @@ fc__wait_gone() {
 fc__stop_tree() {
     local name=$1 id=$2 sig=$3 timeout=$4 pid=${2%%:*} group desc rest
     [[ -n $pid ]] || return 0
-    group=$(fc__group_ids "$pid")
+    group=$(fc__group_ids "$id")
     fc__live "$id" || [[ -n $group ]] || return 0
-    desc=$(fc__descendant_ids "$pid")
+    desc=
+    fc__live "$id" && desc=$(fc__descendant_ids "$pid") # (only while the PID is still ours)
     if fc__live "$id"; then
         kill -s "$sig" "$pid" 2>/dev/null
     else # the leader is gone, not all of its group: tell them
         fc__signal "$sig" $group
     fi
-    if fc__wait_gone "$timeout" "$id" $group $desc $(fc__group_ids "$pid"); then
+    if fc__wait_gone "$timeout" "$id" $group $desc $(fc__group_ids "$id"); then
         fc_log "stopped $name (pid $pid)"
         return 0
     fi
-    rest=$(fc__live_ids $( { echo "$id" $group $desc; fc__group_ids "$pid"; } | tr ' ' '\n' | sort -u))
+    rest=$(fc__live_ids $( { echo "$id" $group $desc; fc__group_ids "$id"; } | tr ' ' '\n' | sort -u))
     fc_log "WARNING: $name (pid $pid) did not stop within ${timeout} s after SIG$sig: SIGKILL to $(fc__describe $(fc__pids_of $rest))"
     fc__signal KILL $rest
     fc__wait_gone 10 $rest || fc_log "WARNING: still alive after SIGKILL: $(echo $rest)"
@@ -569,8 +572,9 @@ fc_node_agent() {
     [[ -e $stopf ]] && reason=stopped
     [[ -n $FC__SIGNAL ]] && reason="stopped on SIG$FC__SIGNAL"
     local desc group
-    desc=$(fc__descendant_ids "$child")
-    group=$(fc__group_ids "$child")
+    desc=
+    fc__live "$cid" && desc=$(fc__descendant_ids "$child")
+    group=$(fc__group_ids "$cid")
     fc__stop_tree "$role on $node" "$cid" TERM "${FC_STOP_TIMEOUT_S:-30}" 2>>"$logf"
     wait "$child" 2>/dev/null
     local rc=$? left
@@ -728,7 +732,7 @@ fc__finish() {
         exit "$rc"
     fi
     fc_log "stopping (status $rc)"
-    fc__started timer && fc__signal TERM $(fc__group_ids "$(fc__pid timer)") # the timer and its sleep
+    fc__started timer && fc__signal TERM $(fc__group_ids "$(fc__pid_id timer)") # the timer and its sleep
     fc__started script && fc__stop_script
     if [[ $FC_CONSUMER == actor ]] && fc__started ray-head && [[ -n $FC__ACTOR ]]; then
         fc_log "stopping the Ray consumer actor (it persists what it holds first)"
