@@ -156,6 +156,12 @@ class Flowcept:
         if error is not None:
             end["stderr"] = "".join(traceback.format_exception(type(error), error, error.__traceback__))
         self.pipeline.emit(end)
+        ray_capture = sys.modules.get("flowcept_dist.ray_instrument")
+        if ray_capture is not None and ray_capture.is_instrumented():
+            try:  # Ray workers export on their own schedule: give them time before we return
+                ray_capture.drain(self.flush_timeout_s)
+            except Exception as exc:
+                log.warning("flowcept_dist: could not drain Ray workers (%s)", exc)
         if not self.pipeline.flush(self.flush_timeout_s):
             log.warning("flowcept_dist: not everything was exported within %.0f s", self.flush_timeout_s)
         if self._consumer is not None:
