@@ -241,6 +241,10 @@ class BatchProcessor:
                 self._dropped("export_failed", lost, result.error)
 
     # -- control ------------------------------------------------------------
+    def wake(self) -> None:
+        """Ask the processor thread to export what is queued now. Returns at once; any thread, never raises."""
+        self._wake.set()
+
     def force_flush(self, timeout_s: float = 10.0) -> bool:
         """Export everything queued before this call. True if done within ``timeout_s``.
 

@@ -85,6 +85,11 @@ class Pipeline:
                    "timestamp": sample.get("timestamp"), "telemetry": sample,
                    "workflow_id": wf.workflow_id if wf else None})
 
+    def wake(self) -> None:
+        """Export what is queued now, on the processor thread (non-blocking: safe on an event loop)."""
+        if self.processor is not None:
+            self.processor.wake()
+
     def flush(self, timeout_s: float = 10.0) -> bool:
         return self.processor.force_flush(timeout_s) if self.processor is not None else True
 

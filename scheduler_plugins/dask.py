@@ -122,6 +122,13 @@ class FlowceptSchedulerPlugin(SchedulerPlugin):
         if p is not None:
             try:
                 await asyncio.to_thread(p.shutdown)
+            except RuntimeError:
+                # at interpreter exit the default executor is gone: flush here, bounded by the
+                # pipeline's shutdown timeout (the loop is closing anyway)
+                try:
+                    p.shutdown()
+                except Exception as exc:
+                    self._error("could not flush the Dask scheduler pipeline", exc)
             except Exception as exc:
                 self._error("could not flush the Dask scheduler pipeline", exc)
 
@@ -204,7 +211,7 @@ class FlowceptSchedulerPlugin(SchedulerPlugin):
                 return
             self._idle_check_pending = False
             if p is not None and not self._inflight:
-                self.scheduler.loop.run_in_executor(None, p.flush, 5.0)
+                p.wake()  # the processor thread exports now; nothing blocks the loop
         except Exception as exc:
             self._idle_check_pending = False
             self._error("idle flush failed", exc)

@@ -144,6 +144,13 @@ class FlowceptWorkerPlugin(WorkerPlugin):
             self._last_stats = p.stats
             try:
                 await asyncio.to_thread(p.shutdown)
+            except RuntimeError:
+                # at interpreter exit the default executor is gone: flush here, bounded by the
+                # pipeline's shutdown timeout (the loop is closing anyway)
+                try:
+                    p.shutdown()
+                except Exception as exc:
+                    self._error("could not flush the Dask worker pipeline", exc)
             except Exception as exc:
                 self._error("could not flush the Dask worker pipeline", exc)
 
@@ -189,7 +196,7 @@ class FlowceptWorkerPlugin(WorkerPlugin):
             self._idle_check_pending = False
             st = self.worker.state
             if not (st.executing_count or st.ready or st.constrained):
-                self.worker.loop.run_in_executor(None, p.flush, 5.0)
+                p.wake()  # the processor thread exports now; nothing blocks the loop
         except Exception as exc:
             self._idle_check_pending = False
             self._error("idle flush failed", exc)
