@@ -16,7 +16,7 @@ sample is the wall time from ``client.map`` to the last task done, and the CPU t
 client+scheduler process and the workers (plus consumer and redis-server) over it. For captured
 modes, the drain time runs from the end of the compute until every task's merged record is
 queryable in the store (FINISHED, with the scheduler's ``submitted_at`` and the worker's
-``generated``; polled every 20 ms, pending keys only); persisted == submitted is checked each time
+``generated``; see ``Drain``); persisted == submitted is checked each time
 and every pipeline's drop counters are summed.
 
 Flowcept 1.0.3 needs ``dask[distributed]<=2024.10``: it runs in a side virtualenv
@@ -73,32 +73,50 @@ def _cpu_seconds(pids) -> float:
 
 
 class Drain:
-    """Polls the store until every key has its merged terminal record.
+    """Measures when every key's merged terminal record became queryable.
 
-    Cheap enough not to distort what it measures: while many keys are pending it reads the
-    workflow's records through the workflow index; once few are left, only those (a Mongo-style
-    ``$in`` is checked linearly, so its lists stay short).
+    A query's LMDB read transaction is a snapshot taken when it starts, so the drain time is the
+    start of the first poll that found every record complete. Polls stay cheap so they do not
+    distort what they measure: the last-submitted keys are watched first (a short ``$in``: it is
+    checked linearly), then one pass over the whole workflow through its index confirms the rest.
     """
 
     FIELDS = ["task_id", "status", "submitted_at", "generated"]
+    TAIL = 300
 
     def __init__(self, store, keys, workflow_id: str) -> None:
         self.store = store
         self.workflow_id = workflow_id
-        self.pending = {k if isinstance(k, str) else str(k) for k in keys}
+        keys = [k if isinstance(k, str) else str(k) for k in keys]
+        self.pending = set(keys)
+        self.watch = set(keys[-self.TAIL:])
 
-    def poll(self) -> int:
-        """Number of keys still pending."""
-        if len(self.pending) > 300:
-            docs = self.store.query({"type": "task", "workflow_id": self.workflow_id}, projection=self.FIELDS)
-        elif self.pending:
-            docs = self.store.query({"type": "task", "task_id": {"$in": list(self.pending)}}, projection=self.FIELDS)
-        else:
-            return 0
+    def _done(self, docs) -> None:
         for d in docs:
             if d.get("status") == "FINISHED" and "submitted_at" in d and "generated" in d:
                 self.pending.discard(d["task_id"])
-        return len(self.pending)
+                self.watch.discard(d["task_id"])
+
+    def wait(self, since: float, timeout_s: float = 120.0) -> float:
+        """Seconds from ``since`` to the snapshot that had everything (nan on timeout)."""
+        deadline = time.perf_counter() + timeout_s
+        while time.perf_counter() < deadline:
+            if self.watch:
+                self._done(self.store.query({"type": "task", "task_id": {"$in": list(self.watch)}},
+                                            projection=self.FIELDS))
+                if self.watch:
+                    time.sleep(0.02)
+                continue
+            started = time.perf_counter()
+            if len(self.pending) > self.TAIL:
+                self._done(self.store.query({"type": "task", "workflow_id": self.workflow_id}, projection=self.FIELDS))
+            else:
+                self._done(self.store.query({"type": "task", "task_id": {"$in": list(self.pending)}},
+                                            projection=self.FIELDS))
+            if not self.pending:
+                return started - since
+            self.watch = set(list(self.pending)[:self.TAIL])
+        return float("nan")
 
 
 class ModeCluster:
@@ -156,10 +174,7 @@ class ModeCluster:
         res = {"seconds": t1 - t0, "cpu": c1 - c0}
         if self.store is not None:
             drain = Drain(self.store, keys, wf)
-            deadline = t1 + 120
-            while drain.poll() and time.perf_counter() < deadline:
-                time.sleep(0.02)
-            res["drain"] = time.perf_counter() - t1 if not drain.pending else float("nan")
+            res["drain"] = drain.wait(t1)
             res["persisted"] = n - len(drain.pending)
         return res
 
