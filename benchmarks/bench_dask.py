@@ -169,13 +169,13 @@ class ModeCluster:
             wait(futures)
             t1 = time.perf_counter()
             c1 = _cpu_seconds(self.pids)
-        keys = [f.key for f in futures]
-        del futures
         res = {"seconds": t1 - t0, "cpu": c1 - c0}
         if self.store is not None:
-            drain = Drain(self.store, keys, wf)
+            # futures are released after the drain: their release is work for the cluster of its own
+            drain = Drain(self.store, [f.key for f in futures], wf)
             res["drain"] = drain.wait(t1)
             res["persisted"] = n - len(drain.pending)
+        del futures
         return res
 
     def close(self) -> int:

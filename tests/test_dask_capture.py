@@ -18,7 +18,7 @@ distributed = pytest.importorskip("distributed")
 np = pytest.importorskip("numpy")
 
 import flowcept_dist.dask as fdask  # noqa: E402
-from flowcept_dist import Flowcept  # noqa: E402
+from flowcept_dist import Flowcept, flowcept_task  # noqa: E402
 from flowcept_dist.settings import load_settings  # noqa: E402
 from flowcept_dist.stores.lmdb_store import LMDBStore  # noqa: E402
 from scheduler_plugins.dask import FlowceptSchedulerPlugin  # noqa: E402
@@ -55,6 +55,15 @@ class Opaque:
 
 def make_opaque(n):
     return {"obj": Opaque(n), "z": complex(n, 1)}
+
+
+@flowcept_task(output_names="scaled")
+def scale(x, factor=2):
+    return x * factor
+
+
+def uses_decorated(x):
+    return scale(x) + 1
 
 
 # -- fixtures -----------------------------------------------------------------------------
@@ -272,3 +281,16 @@ def test_per_worker_telemetry_and_worker_events(env):
     present = {e["address"] for e in events if e["event"] in ("worker_present", "worker_added")}
     assert workers <= present
     assert all(e["worker"]["nthreads"] == 1 for e in events if e["event"] != "worker_removed")
+
+
+def test_decorated_function_inside_a_task_is_recorded_as_its_child(env):
+    with Flowcept(workflow_name="nested", dask_client=env.client, settings=env.overrides) as fc:
+        outer = env.client.submit(uses_decorated, 5, pure=False)
+        assert outer.result() == 11
+    # the decorated call is captured by the worker process's own pipeline (flushed on its interval)
+    (child,) = poll_for(lambda: env.tasks({"parent_task_id": outer.key}), 20, message="the nested task record")
+    assert child["activity_id"] == "scale" and child["adapter_id"] == "instrumentation"
+    assert child["used"] == {"x": 5, "factor": 2} and child["generated"] == {"scaled": 10}
+    assert child["workflow_id"] == fc.workflow_id
+    parent = settle(env, [outer.key], terminal, "the outer task")[outer.key]
+    assert parent["workflow_id"] == fc.workflow_id and parent["generated"] == {"return": 11}
