@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -298,7 +299,7 @@ class Job:
 
         deadline = time.monotonic() + 10
         while not none_left() and time.monotonic() < deadline:
-            time.sleep(0.2)
+            threading.Event().wait(0.2)  # polling with the deadline above
         assert not left, f"processes of the job still running: {left}\n{self.output}"
         # (the marker scan, not the template's PID files, is the proof: PIDs wrap fast here, pid_max 32768)
         assert list((self.job_dir / "run").glob("*.pid")), "the template recorded no PIDs"
