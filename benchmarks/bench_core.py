@@ -116,9 +116,10 @@ def bench_decorator(args, redis_port: int | None) -> None:
 
 
 def bench_ingest(args, redis_port: int) -> None:
-    from flowcept_dist import runtime
-    from flowcept_dist.consumer import create_consumer, tune_gc_for_consumer_process
-    from flowcept_dist.settings import load_settings
+    from flowcept_dist.core import pipeline as runtime
+    from flowcept_dist.transports.consumer import tune_gc_for_consumer_process
+    from flowcept_dist.transports.registry import create_consumer
+    from flowcept_dist.core.settings import load_settings
     from flowcept_dist.stores.registry import open_store
 
     n = 50000 if args.quick else 200000

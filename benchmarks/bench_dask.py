@@ -136,8 +136,8 @@ class ModeCluster:
         self.client = Client(self.cluster)
         extra = []
         if mode != "plain":
-            from flowcept_dist.dask import instrument
-            from flowcept_dist.settings import load_settings
+            from flowcept_dist.integrations.dask import instrument
+            from flowcept_dist.core.settings import load_settings
             from flowcept_dist.stores.registry import open_store
 
             overrides = {"store.lmdb_path": os.path.join(tmp, f"lmdb-{mode}"), "transport.stats_dir": self.stats_dir}
@@ -190,7 +190,7 @@ class ModeCluster:
                 self.consumer.kill()
         if self.store is not None:
             self.store.close()
-        from flowcept_dist.stats import read_snapshots
+        from flowcept_dist.core.stats import read_snapshots
 
         return sum(s.get("dropped_total", 0) for s in read_snapshots(self.stats_dir))
 

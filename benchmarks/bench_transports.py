@@ -74,7 +74,7 @@ def make_records(n: int, run: str) -> list[dict]:
 
 
 def settings_for(kind: str, services: dict, tmp: str, name: str):
-    from flowcept_dist.settings import load_settings
+    from flowcept_dist.core.settings import load_settings
 
     o = {"transport.type": kind, "telemetry.enabled": False, "store.lmdb_path": os.path.join(tmp, "lmdb-" + name),
          "transport.stats_dir": os.path.join(tmp, "stats"), "transport.max_queue": 1_000_000}
@@ -88,7 +88,7 @@ def settings_for(kind: str, services: dict, tmp: str, name: str):
 
 
 def bench_export(kind, services, tmp, n):
-    from flowcept_dist.emitters.registry import create_emitter
+    from flowcept_dist.transports.registry import create_emitter
 
     name = f"bench-{kind}-{uuid.uuid4().hex[:8]}"
     settings = settings_for(kind, services, tmp, name)
@@ -106,7 +106,7 @@ def bench_export(kind, services, tmp, n):
 
 
 def bench_pipeline(kind, services, tmp, n):
-    from flowcept_dist import runtime
+    from flowcept_dist.core import pipeline as runtime
 
     name = f"bench-pipe-{kind}-{uuid.uuid4().hex[:8]}"
     settings = settings_for(kind, services, tmp, name)
@@ -140,9 +140,9 @@ class TimedStore:
 
 
 def bench_ingest(settings, expected: int, store_kind: str, tmp: str):
-    from flowcept_dist.consumer import create_consumer
-    from flowcept_dist.stores.lmdb_store import LMDBStore
-    from flowcept_dist.stores.mongo_store import MongoStore
+    from flowcept_dist.transports.registry import create_consumer
+    from flowcept_dist.stores.lmdb import LMDBStore
+    from flowcept_dist.stores.mongo import MongoStore
 
     db = f"bench_{uuid.uuid4().hex[:8]}"
     if store_kind == "lmdb":

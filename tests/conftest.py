@@ -82,7 +82,7 @@ def base_env(tmp_path, monkeypatch):
 @pytest.fixture
 def settings_factory(base_env):
     """Build settings with overrides on top of the isolated environment."""
-    from flowcept_dist.settings import load_settings
+    from flowcept_dist.core.settings import load_settings
 
     def make(**overrides):
         dotted = {k.replace("__", "."): v for k, v in overrides.items()}
@@ -102,7 +102,7 @@ def redis_settings(settings_factory, redis_server, stream_name):
 @pytest.fixture(autouse=True)
 def _fresh_pipeline():
     """Each test starts and ends without a process pipeline left over from another test."""
-    from flowcept_dist import runtime
+    from flowcept_dist.core import pipeline as runtime
 
     runtime.shutdown_pipeline(5)
     yield
@@ -114,7 +114,7 @@ def _no_thread_leak():
     """A processor or consumer thread that outlives its test fails the test."""
     before = {t.ident for t in threading.enumerate()}
     yield
-    from flowcept_dist import runtime
+    from flowcept_dist.core import pipeline as runtime
 
     runtime.shutdown_pipeline(5)
 

@@ -4,9 +4,9 @@ import threading
 
 import pytest
 
-from flowcept_dist.batching import BatchProcessor
-from flowcept_dist.emitters.base import Emitter, ExportResult, ExportStatus
-from flowcept_dist.emitters.memory import MemoryEmitter
+from flowcept_dist.core.batching import BatchProcessor
+from flowcept_dist.transports.base import Emitter, ExportResult, ExportStatus
+from flowcept_dist.transports.memory import MemoryEmitter
 from helpers import poll_for
 
 

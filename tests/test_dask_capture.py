@@ -17,12 +17,12 @@ dask = pytest.importorskip("dask")
 distributed = pytest.importorskip("distributed")
 np = pytest.importorskip("numpy")
 
-import flowcept_dist.dask as fdask  # noqa: E402
+import flowcept_dist.integrations.dask as fdask  # noqa: E402
 from flowcept_dist import Flowcept, flowcept_task  # noqa: E402
-from flowcept_dist.settings import load_settings  # noqa: E402
-from flowcept_dist.stores.lmdb_store import LMDBStore  # noqa: E402
-from scheduler_plugins.dask import FlowceptSchedulerPlugin  # noqa: E402
-from worker_plugins.dask import FlowceptWorkerPlugin  # noqa: E402
+from flowcept_dist.core.settings import load_settings  # noqa: E402
+from flowcept_dist.stores.lmdb import LMDBStore  # noqa: E402
+from flowcept_dist.integrations.dask.scheduler import FlowceptSchedulerPlugin  # noqa: E402
+from flowcept_dist.integrations.dask.worker import FlowceptWorkerPlugin  # noqa: E402
 
 
 # -- task functions (importable by the worker processes) ------------------------------------

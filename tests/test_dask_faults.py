@@ -17,9 +17,9 @@ from helpers import free_port, poll_for
 
 distributed = pytest.importorskip("distributed")
 
-import flowcept_dist.dask as fdask  # noqa: E402
-from flowcept_dist.settings import load_settings  # noqa: E402
-from flowcept_dist.stores.lmdb_store import LMDBStore  # noqa: E402
+import flowcept_dist.integrations.dask as fdask  # noqa: E402
+from flowcept_dist.core.settings import load_settings  # noqa: E402
+from flowcept_dist.stores.lmdb import LMDBStore  # noqa: E402
 
 
 def slow_square(x):
@@ -72,7 +72,7 @@ def test_worker_killed_mid_run_leaves_one_consistent_record_per_task(base_env, m
 
 
 def _flowcept_logs(caplog, text):
-    return [r for r in caplog.records if r.name == "flowcept_dist" and text in r.getMessage()]
+    return [r for r in caplog.records if r.name.split(".")[0] == "flowcept_dist" and text in r.getMessage()]
 
 
 def test_broken_transport_never_fails_a_task_and_logs_once_per_process(base_env, caplog):

@@ -1,4 +1,4 @@
-"""``dask scheduler --preload scheduler_plugins.dask`` and ``dask worker`` with the preload set
+"""``dask scheduler --preload flowcept_dist.integrations.dask.scheduler`` and ``dask worker`` with the preload set
 through the ``distributed.worker.preload`` config key, as a job script would start them."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from helpers import free_port, poll_for
 
 distributed = pytest.importorskip("distributed")
 
-from flowcept_dist.settings import load_settings  # noqa: E402
-from flowcept_dist.stores.lmdb_store import LMDBStore  # noqa: E402
+from flowcept_dist.core.settings import load_settings  # noqa: E402
+from flowcept_dist.stores.lmdb import LMDBStore  # noqa: E402
 
 
 def inc(x):
@@ -55,10 +55,10 @@ def dask_processes(base_env, tmp_path):
 
     try:
         start(["scheduler", "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", ":0",
-               "--preload", "scheduler_plugins.dask"])
+               "--preload", "flowcept_dist.integrations.dask.scheduler"])
         address = f"tcp://127.0.0.1:{port}"
         start(["worker", address, "--nworkers", "1", "--nthreads", "1", "--no-dashboard", "--no-nanny"],
-              {"DASK_DISTRIBUTED__WORKER__PRELOAD": json.dumps(["worker_plugins.dask"])})
+              {"DASK_DISTRIBUTED__WORKER__PRELOAD": json.dumps(["flowcept_dist.integrations.dask.worker"])})
         yield address
     finally:
         for proc in reversed(procs):

@@ -9,7 +9,7 @@ from helpers import poll_for
 distributed = pytest.importorskip("distributed")
 
 from flowcept_dist import Flowcept  # noqa: E402
-from flowcept_dist.consumer import create_consumer  # noqa: E402
+from flowcept_dist.transports.registry import create_consumer  # noqa: E402
 from flowcept_dist.stores.registry import open_store  # noqa: E402
 
 
@@ -70,7 +70,7 @@ def test_flowcept_context_with_redis_streams_and_in_process_consumer(redis_setti
 
 
 def test_separate_consumer_persists_what_the_plugins_stream(redis_settings, redis_server):
-    from flowcept_dist.dask import flush, instrument
+    from flowcept_dist.integrations.dask import flush, instrument
 
     consumer = create_consumer(redis_settings).start()
     store = open_store(redis_settings)

@@ -149,8 +149,8 @@ def on_node2():
 
 out, mode = sys.argv[1], sys.argv[2]
 if mode == "explicit":  # FC_RAY_WRAP=false: the script adds the runtime_env itself
-    import flowcept_dist.ray
-    ray.init(runtime_env=flowcept_dist.ray.runtime_env(), logging_level="ERROR")
+    import flowcept_dist.integrations.ray
+    ray.init(runtime_env=flowcept_dist.integrations.ray.runtime_env(), logging_level="ERROR")
 else:  # the template's ray_driver.py adds it
     ray.init(logging_level="ERROR")
 with Flowcept(workflow_name="ray-diamond") as fc:
@@ -311,8 +311,8 @@ class Job:
         return json.loads(self.out_json.read_text())
 
     def store(self):
-        from flowcept_dist.db import QueryAPI
-        from flowcept_dist.settings import load_settings
+        from flowcept_dist.api.query import QueryAPI
+        from flowcept_dist.core.settings import load_settings
 
         path = self.env.get("FC_STORE") or str(self.job_dir / "lmdb")
         return QueryAPI(load_settings(overrides={"store.lmdb_path": path}, environ={}), readonly=True)
@@ -649,8 +649,8 @@ def test_start_and_stop_services_with_pid_files(tmp_path, base_env):
         assert wf.returncode == 0, wf.stderr
         wid = wf.stdout.strip()
 
-        from flowcept_dist.db import QueryAPI
-        from flowcept_dist.settings import load_settings
+        from flowcept_dist.api.query import QueryAPI
+        from flowcept_dist.core.settings import load_settings
 
         def persisted():
             if not (tmp_path / "store" / "data.mdb").exists():
@@ -724,8 +724,8 @@ def test_dask_config_snippet_loads_both_plugins(base_env):
             else:
                 yield f"{prefix}{k}", v
 
-    assert dict(flat(cfg)) == {"distributed.scheduler.preload": ["scheduler_plugins.dask"],
-                               "distributed.worker.preload": ["worker_plugins.dask"]}
+    assert dict(flat(cfg)) == {"distributed.scheduler.preload": ["flowcept_dist.integrations.dask.scheduler"],
+                               "distributed.worker.preload": ["flowcept_dist.integrations.dask.worker"]}
     with dask.config.set(dict(flat(cfg))):
         with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
                 Client(cluster) as client:
@@ -741,8 +741,8 @@ def test_dask_jobqueue_example_options():
     for kind in ("slurm", "pbs"):
         opts = mod.cluster_options(kind, cores=4, memory="8GB", walltime="00:10:00", queue="debug",
                                    services_env="/shared/services.env", setup=["module load python"])
-        assert opts["scheduler_options"]["preload"] == ["scheduler_plugins.dask"]
-        assert opts["worker_extra_args"] == ["--preload", "worker_plugins.dask"]
+        assert opts["scheduler_options"]["preload"] == ["flowcept_dist.integrations.dask.scheduler"]
+        assert opts["worker_extra_args"] == ["--preload", "flowcept_dist.integrations.dask.worker"]
         assert opts["job_script_prologue"] == ["module load python", "set -a; source /shared/services.env; set +a"]
         assert opts["queue"] == "debug"
     with pytest.raises(ValueError):

@@ -18,11 +18,11 @@ import threading
 
 import pytest
 
-from flowcept_dist import runtime
-from flowcept_dist.consumer import CONSUMERS, create_consumer
-from flowcept_dist.emitters.memory import MemoryEmitter
-from flowcept_dist.emitters.registry import create_emitter
-from flowcept_dist.stores.lmdb_store import LMDBStore
+from flowcept_dist.core import pipeline as runtime
+from flowcept_dist.transports.registry import CONSUMERS, create_consumer
+from flowcept_dist.transports.memory import MemoryEmitter
+from flowcept_dist.transports.registry import create_emitter
+from flowcept_dist.stores.lmdb import LMDBStore
 from helpers import free_port, poll_for
 
 TRANSPORTS = ["direct", "memory", "redis_streams", "kafka"]
@@ -75,7 +75,7 @@ class Rig:
 
     def inject_raw(self, data: bytes) -> None:
         if self.name == "redis_streams":
-            from flowcept_dist.emitters.redis_streams import ENTRY_FIELD
+            from flowcept_dist.transports.redis.emitter import ENTRY_FIELD
 
             self.redis.xadd(self.settings.redis.stream, {ENTRY_FIELD: data})
         else:

@@ -2,7 +2,8 @@
 
 import pytest
 
-from flowcept_dist import flowcept_task, runtime
+from flowcept_dist import flowcept_task
+from flowcept_dist.core import pipeline as runtime
 
 distributed = pytest.importorskip("distributed")
 

@@ -5,13 +5,13 @@ import random
 
 import pytest
 
-from flowcept_dist import jsonfmt
-from flowcept_dist.stores import lmdb_store
-from flowcept_dist.stores.lmdb_store import LMDBStore
+from flowcept_dist.core import jsonfmt
+from flowcept_dist.stores import lmdb as lmdb_store
+from flowcept_dist.stores.lmdb import LMDBStore
 
 
 def _writer(path, seed, n_tasks):
-    from flowcept_dist.settings import load_settings
+    from flowcept_dist.core.settings import load_settings
 
     store = LMDBStore(load_settings(), path=path)
     rng = random.Random(seed)
@@ -38,7 +38,7 @@ def test_several_writer_processes_merge_consistently(base_env):
     for p in procs:
         p.join(120)
         assert p.exitcode == 0
-    from flowcept_dist.settings import load_settings
+    from flowcept_dist.core.settings import load_settings
 
     store = LMDBStore(load_settings(), path=path)
     docs = store.query({"type": "task"})
@@ -53,7 +53,7 @@ def test_several_writer_processes_merge_consistently(base_env):
 
 
 def test_query_by_workflow_reads_only_that_workflow(base_env, monkeypatch):
-    from flowcept_dist.settings import load_settings
+    from flowcept_dist.core.settings import load_settings
 
     store = LMDBStore(load_settings())
     store.write_batch([{"type": "task", "task_id": str(i), "workflow_id": f"wf-{i % 100}", "status": "FINISHED"}
@@ -72,7 +72,7 @@ def test_query_by_workflow_reads_only_that_workflow(base_env, monkeypatch):
 
 
 def test_index_follows_changed_fields(base_env):
-    from flowcept_dist.settings import load_settings
+    from flowcept_dist.core.settings import load_settings
 
     store = LMDBStore(load_settings())
     store.write_batch([{"type": "task", "task_id": "a", "status": "RUNNING"}])
@@ -85,7 +85,7 @@ def test_index_follows_changed_fields(base_env):
 
 
 def test_duplicate_events_change_nothing(base_env):
-    from flowcept_dist.settings import load_settings
+    from flowcept_dist.core.settings import load_settings
 
     store = LMDBStore(load_settings())
     ev = {"type": "task", "task_id": "x", "status": "FINISHED", "used": {"a": 1}}
@@ -97,7 +97,7 @@ def test_duplicate_events_change_nothing(base_env):
 
 
 def test_record_without_key_rejected_before_any_write(base_env):
-    from flowcept_dist.settings import load_settings
+    from flowcept_dist.core.settings import load_settings
 
     store = LMDBStore(load_settings())
     with pytest.raises(ValueError, match="task_id"):
@@ -107,14 +107,14 @@ def test_record_without_key_rejected_before_any_write(base_env):
 
 
 def test_readonly_open_of_missing_store_says_what_to_do(base_env):
-    from flowcept_dist.settings import load_settings
+    from flowcept_dist.core.settings import load_settings
 
     with pytest.raises(FileNotFoundError, match="FLOWCEPT_STORE_LMDB_PATH"):
         LMDBStore(load_settings(), path=str(base_env / "nothing-here"), readonly=True)
 
 
 def test_one_environment_per_process_shared_by_handles(base_env):
-    from flowcept_dist.settings import load_settings
+    from flowcept_dist.core.settings import load_settings
 
     a = LMDBStore(load_settings())
     b = LMDBStore(load_settings())

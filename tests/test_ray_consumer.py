@@ -19,10 +19,10 @@ from helpers import poll_for
 
 ray = pytest.importorskip("ray")
 
-import flowcept_dist.ray as fray  # noqa: E402
+import flowcept_dist.integrations.ray as fray  # noqa: E402
 from flowcept_dist import Flowcept  # noqa: E402
-from flowcept_dist.db import QueryAPI  # noqa: E402
-from flowcept_dist.settings import load_settings  # noqa: E402
+from flowcept_dist.api.query import QueryAPI  # noqa: E402
+from flowcept_dist.core.settings import load_settings  # noqa: E402
 
 
 @ray.remote

@@ -8,10 +8,11 @@ import sys
 
 import pytest
 
-from flowcept_dist import Flowcept, flowcept_task, runtime
-from flowcept_dist.consumer import create_consumer
-from flowcept_dist.emitters.redis_streams import ENTRY_FIELD
-from flowcept_dist.redis_consumer import safe_trim_id
+from flowcept_dist import Flowcept, flowcept_task
+from flowcept_dist.core import pipeline as runtime
+from flowcept_dist.transports.registry import create_consumer
+from flowcept_dist.transports.redis.emitter import ENTRY_FIELD
+from flowcept_dist.transports.redis.consumer import safe_trim_id
 from flowcept_dist.stores.registry import open_store
 from helpers import free_port, poll_for
 

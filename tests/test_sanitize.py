@@ -3,8 +3,8 @@ import math
 
 import numpy as np
 
-from flowcept_dist.records import new_id
-from flowcept_dist.sanitize import sanitize
+from flowcept_dist.core.records import new_id
+from flowcept_dist.core.sanitize import sanitize
 
 
 def roundtrip(v):

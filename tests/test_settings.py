@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from flowcept_dist.settings import SettingsError, load_settings, render_settings_file
+from flowcept_dist.core.settings import SettingsError, load_settings, render_settings_file
 
 
 def test_defaults_need_no_file(base_env):

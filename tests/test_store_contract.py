@@ -22,8 +22,8 @@ import uuid
 import pytest
 
 from flowcept_dist.cli.migrate_cmd import migrate
-from flowcept_dist.stores.lmdb_store import LMDBStore
-from flowcept_dist.stores.mongo_store import MongoStore
+from flowcept_dist.stores.lmdb import LMDBStore
+from flowcept_dist.stores.mongo import MongoStore
 from flowcept_dist.stores.query import QueryError, matches
 from helpers import free_port
 

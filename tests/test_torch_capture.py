@@ -14,8 +14,10 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 import torch_hooks as th  # noqa: E402
-from flowcept_dist import Flowcept, runtime  # noqa: E402
-from flowcept_dist.capture import current_task_id, flowcept_task  # noqa: E402
+from flowcept_dist import Flowcept  # noqa: E402
+from flowcept_dist.core import pipeline as runtime  # noqa: E402
+from flowcept_dist.api.decorators import flowcept_task  # noqa: E402
+from flowcept_dist.api.task import current_task_id  # noqa: E402
 
 
 class Block(nn.Module):
@@ -511,14 +513,14 @@ def test_capture_disabled_records_nothing_and_changes_nothing(settings_factory):
 
 
 def test_importing_flowcept_dist_and_torch_hooks_does_not_import_torch():
-    code = ("import sys, flowcept_dist, torch_hooks, torch_hooks.catalog, flowcept_dist.cli.models_cmd;"
+    code = ("import sys, flowcept_dist, torch_hooks, flowcept_dist.integrations.torch.catalog, flowcept_dist.cli.models_cmd;"
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 def test_inside_a_captured_ray_task_records_take_its_workflow(mem):
     """The Ray task wrapper's running-task context (what a worker process has instead of a Flowcept context)."""
-    rcap = pytest.importorskip("flowcept_dist.ray_capture")
+    rcap = pytest.importorskip("flowcept_dist.integrations.ray.capture")
     model = nn.Linear(2, 2)
     th.instrument(model)
     running = rcap._running.set(("ray-task-1", "wf-from-driver", "camp-7"))

@@ -14,10 +14,11 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 import torch_hooks as th  # noqa: E402
-from flowcept_dist import Flowcept, QueryAPI, runtime  # noqa: E402
-from flowcept_dist.capture import flowcept_task  # noqa: E402
+from flowcept_dist import Flowcept, QueryAPI  # noqa: E402
+from flowcept_dist.core import pipeline as runtime  # noqa: E402
+from flowcept_dist.api.decorators import flowcept_task  # noqa: E402
 from flowcept_dist.cli.main import main as cli  # noqa: E402
-from flowcept_dist.stores.lmdb_store import LMDBStore  # noqa: E402
+from flowcept_dist.stores.lmdb import LMDBStore  # noqa: E402
 
 
 class MLP(nn.Module):
@@ -232,7 +233,7 @@ def train_in_dask(seed):
 
 def test_model_trained_in_a_dask_task_links_to_that_task(base_env):
     distributed = pytest.importorskip("distributed")
-    pytest.importorskip("worker_plugins.dask")
+    pytest.importorskip("flowcept_dist.integrations.dask.worker")
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         with Flowcept(workflow_name="dask-train", dask_client=client) as fc:

@@ -1,48 +1,31 @@
 """torch_hooks: PyTorch epoch / batch / forward / layer capture, and checkpoints linked to provenance.
 
-``from torch_hooks import instrument, uninstrument, training, evaluation, epochs, batches, torch_task,
-save_model, load_model, list_models``
+``import torch_hooks as th`` then ``th.instrument(model)``, ``th.epochs(...)``, ``th.batches(...)``,
+``@th.torch_task``, ``th.save_model(...)``, ``th.load_model(...)``, ``th.list_models(...)``.
 
-Forward and layer capture use PyTorch's module hooks (never a subclass or a
-replaced ``forward``), so it is reversible and leaves results bit-identical.
-Names load on first use: importing the package imports neither torch nor
-the capture core. Usage, records and limits: docs/torch.md.
+The public entry point of :mod:`flowcept_dist.integrations.torch`, where the code lives. Names
+load on first use: importing this package imports neither torch nor the capture core.
+Usage, records and limits: docs/torch.md.
 """
 
 from __future__ import annotations
 
-_LAZY = {
-    "instrument": "instrumentor",
-    "uninstrument": "instrumentor",
-    "instrumentation": "instrumentor",
-    "Instrumentation": "instrumentor",
-    "training": "loops",
-    "evaluation": "loops",
-    "epochs": "loops",
-    "batches": "loops",
-    "model_facts": "loops",
-    "RunScope": "loops",
-    "EpochLoop": "loops",
-    "BatchLoop": "loops",
-    "torch_task": "task",
-    "save_model": "checkpoints",
-    "load_model": "checkpoints",
-    "list_models": "catalog",
-    "find_checkpoint": "catalog",
-    "checkpoint_bytes": "catalog",
-    "current_batch_index": "context",
-}
+from flowcept_dist.integrations import torch as _impl
 
-__all__ = sorted(_LAZY)
+__all__ = list(_impl.__all__)
+_SUBMODULES = ("instrumentor", "loops", "context", "summary", "checkpoints", "catalog", "task")
 
 
 def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'torch_hooks' has no attribute {name!r}")
-    import importlib
+    if name in _SUBMODULES:  # th.task.guess_subtype and the like
+        import importlib
 
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+        value = importlib.import_module(f"{_impl.__name__}.{name}")
+        globals()[name] = value
+        return value
+    if name not in _impl.__all__:
+        raise AttributeError(f"module 'torch_hooks' has no attribute {name!r}")
+    value = getattr(_impl, name)
     globals()[name] = value
     return value
 

@@ -11,9 +11,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..emitters.registry import create_emitter
-    from ..settings import load_settings, settings_file_path
-    from ..stores.registry import open_store
+    from flowcept_dist.transports.registry import create_emitter
+    from flowcept_dist.core.settings import load_settings, settings_file_path
+    from flowcept_dist.stores.registry import open_store
 
     settings = load_settings()
     failures = 0
@@ -48,7 +48,7 @@ def _check_store(open_store, settings) -> str:
 
 
 def _check_telemetry(settings) -> str:
-    from ..telemetry import TelemetrySampler
+    from flowcept_dist.core.telemetry import TelemetrySampler
 
     s = TelemetrySampler(settings)
     try:

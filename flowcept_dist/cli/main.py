@@ -26,10 +26,10 @@ COMMAND_MODULES = [
 ]
 
 
-from .errors import CliError  # noqa: F401  (re-exported for command modules)
+from flowcept_dist.cli.errors import CliError  # noqa: F401  (re-exported for command modules)
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from flowcept_dist import __version__
 
     parser = argparse.ArgumentParser(
         prog="flowcept-dist",
@@ -45,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..settings import SettingsError
-    from ..stores.query import QueryError
+    from flowcept_dist.core.settings import SettingsError
+    from flowcept_dist.stores.query import QueryError
 
     parser = build_parser()
     args = parser.parse_args(argv)

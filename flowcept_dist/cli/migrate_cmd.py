@@ -25,7 +25,7 @@ import os
 import sys
 import time
 
-from .errors import CliError
+from flowcept_dist.cli.errors import CliError
 
 
 def register(sub) -> None:
@@ -45,7 +45,7 @@ def register(sub) -> None:
 
 def open_location(settings, spec: str, readonly: bool = False):
     """Open the store named by ``NAME:LOCATION`` (a store whose class has ``from_location``)."""
-    from ..stores.registry import STORES
+    from flowcept_dist.stores.registry import STORES
 
     name, sep, location = spec.partition(":")
     if not sep or not location:
@@ -135,7 +135,7 @@ def migrate(src, dst, batch_size: int = 1000, checkpoint: str | None = None, res
     ``checkpoint``: file recording the last copied key (None: not resumable). ``labels``: how the checkpoint
     names the two stores (secrets redacted). ``out``: where progress goes (default stderr).
     """
-    from ..settings import redact_value
+    from flowcept_dist.core.settings import redact_value
 
     out = out or sys.stderr
     ckpt = {} if (restart or not checkpoint) else _read_checkpoint(checkpoint)
@@ -171,7 +171,7 @@ def migrate(src, dst, batch_size: int = 1000, checkpoint: str | None = None, res
 
 
 def run(args) -> int:
-    from ..settings import load_settings
+    from flowcept_dist.core.settings import load_settings
 
     if args.batch_size < 1:
         raise CliError(f"--batch-size must be >= 1, got {args.batch_size}")

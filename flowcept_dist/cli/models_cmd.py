@@ -1,7 +1,7 @@
 """``flowcept-dist models``: list model checkpoints saved by ``torch_hooks.save_model``, or export one.
 
 Needs no torch: records are read from the store and bytes are checked
-against their sha256 (``torch_hooks.catalog``).
+against their sha256 (``flowcept_dist.integrations.torch.catalog``).
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..db import QueryAPI
-    from ..settings import load_settings
-    from .errors import CliError
-    from .output import fmt_time, jsonl, table
+    from flowcept_dist.api.query import QueryAPI
+    from flowcept_dist.core.settings import load_settings
+    from flowcept_dist.cli.errors import CliError
+    from flowcept_dist.cli.output import fmt_time, jsonl, table
 
-    from torch_hooks.catalog import checkpoint_bytes, find_checkpoint, list_models
+    from flowcept_dist.integrations.torch.catalog import checkpoint_bytes, find_checkpoint, list_models
 
     if args.limit is not None and args.limit < 0:
         raise CliError("--limit must be >= 0")

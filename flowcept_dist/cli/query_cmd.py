@@ -28,7 +28,7 @@ def register(sub) -> None:
 
 
 def _json_arg(text, name):
-    from .errors import CliError
+    from flowcept_dist.cli.errors import CliError
 
     if text is None:
         return None
@@ -48,15 +48,15 @@ def _sort_arg(text):
 
 
 def _api():
-    from ..db import QueryAPI
-    from ..settings import load_settings
+    from flowcept_dist.api.query import QueryAPI
+    from flowcept_dist.core.settings import load_settings
 
     return QueryAPI(load_settings(), readonly=True)
 
 
 def run_query(args) -> int:
-    from .errors import CliError
-    from .output import jsonl, table
+    from flowcept_dist.cli.errors import CliError
+    from flowcept_dist.cli.output import jsonl, table
 
     flt = _json_arg(args.filter, "filter")
     if not isinstance(flt, dict):
@@ -78,7 +78,7 @@ def run_query(args) -> int:
 
 
 def run_workflows(args) -> int:
-    from .output import fmt_duration, fmt_time, jsonl, table
+    from flowcept_dist.cli.output import fmt_duration, fmt_time, jsonl, table
 
     api = _api()
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .errors import CliError
+from flowcept_dist.cli.errors import CliError
 
 
 def register(sub) -> None:
@@ -42,8 +42,8 @@ def _connect(args, settings) -> None:
 def run(args) -> int:
     import ray
 
-    from ..ray_consumer import consumer_status, start_consumer, stop_consumer
-    from ..settings import load_settings
+    from flowcept_dist.integrations.ray.consumer_actor import consumer_status, start_consumer, stop_consumer
+    from flowcept_dist.core.settings import load_settings
 
     settings = load_settings()
     _connect(args, settings)

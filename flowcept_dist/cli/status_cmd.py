@@ -16,8 +16,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..settings import load_settings
-    from ..stats import read_snapshots
+    from flowcept_dist.core.settings import load_settings
+    from flowcept_dist.core.stats import read_snapshots
 
     settings = load_settings()
     snaps = read_snapshots(settings.transport.stats_dir)
@@ -44,13 +44,15 @@ def run(args) -> int:
     errors = [s.get("last_error") for s in producers if s.get("last_error")]
     if errors:
         out["last_error"] = errors[-1]
-    if settings.transport.type == "redis_streams":
-        try:
-            from ..redis_consumer import stream_status
+    line = None
+    try:
+        from flowcept_dist.transports.registry import transport_status
 
-            out["stream"] = stream_status(settings)
-        except Exception as exc:
-            out["stream_error"] = str(exc)
+        found = transport_status(settings)
+        if found is not None:
+            out["stream"], line = found
+    except Exception as exc:
+        out["stream_error"] = str(exc)
     if args.json:
         print(json.dumps(out, indent=2, default=str))
         return 0
@@ -64,11 +66,8 @@ def run(args) -> int:
     for c in out["consumers"]:
         print(f"consumer {c['hostname']}:{c['pid']}: persisted {c['records_in']}, dead-lettered {c['dead_lettered']}, "
               f"store failures {c['store_failures']}, re-claimed {c['reclaimed']}")
-    if "stream" in out:
-        st = out["stream"]
-        groups = "; ".join(f"group {g['group']}: {g['consumers']} consumers, pending {g['pending']}, lag {g['lag']}"
-                           for g in st["groups"]) or "no consumer group yet"
-        print(f"stream {st['stream']}: {st['length']} entries, {st['dead_letters']} dead letters; {groups}")
+    if line is not None:
+        print(line)
     elif "stream_error" in out:
         print(f"stream: {out['stream_error']}")
     return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 
-from ..records import record_key
+from flowcept_dist.core.records import record_key
 
 
 class StoreWriter(abc.ABC):

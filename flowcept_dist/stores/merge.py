@@ -17,7 +17,7 @@ nothing (duplicates are no-ops).
 
 from __future__ import annotations
 
-from ..records import UNION_LIST_FIELDS, event_rank
+from flowcept_dist.core.records import UNION_LIST_FIELDS, event_rank
 
 
 def _overlay(low: dict, high: dict) -> dict:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from ..registry import Registry
+from flowcept_dist.core.registry import Registry
 
 STORES = Registry(
     kind="store",
     group="flowcept_dist.stores",
     builtins={
-        "lmdb": "flowcept_dist.stores.lmdb_store:LMDBStore",
-        "mongo": "flowcept_dist.stores.mongo_store:MongoStore",
+        "lmdb": "flowcept_dist.stores.lmdb:LMDBStore",
+        "mongo": "flowcept_dist.stores.mongo:MongoStore",
     },
     setting="store.type",
 )

@@ -1,0 +1,176 @@
+"""The one task begin/end used by every capture point: decorators (sync and async), loops,
+Ray tasks and torch scopes.
+
+A capture point builds a record with :func:`new_task` (ids, parent, workflow, campaign) or its
+own fields (a Ray task brings Ray's ids), then either
+
+- runs a function as that task: :func:`call` / :func:`acall` set :data:`current_task_id` for the
+  duration, read the clock and the telemetry sampler's latest sample, run the function, and
+  emit one record with the timing, status, error and deferred inputs/outputs; or
+- wraps a scope (a loop iteration, a training run): :func:`start` then :func:`finish`.
+
+Nothing here does I/O or serialization on the caller's thread: inputs and outputs are bound
+and summarized on the processor thread through the record's ``_complete`` entry. Capture code
+never raises into the program: a failure is logged once and counted; the user's exception is
+re-raised unchanged.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+import traceback
+
+from flowcept_dist.api.context import _workflows
+from flowcept_dist.api.links import engine_task
+from flowcept_dist.core import pipeline as _pipeline_mod
+from flowcept_dist.core.logging import LogOnce, _text
+from flowcept_dist.core.records import RecordType, Status, new_id
+
+log = logging.getLogger(__name__)
+errors = LogOnce(log, "task capture")
+
+#: id of the task running in this thread / asyncio task (the parent of tasks started inside it)
+current_task_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("flowcept_task_id", default=None)
+_get_task = current_task_id.get
+_set_task = current_task_id.set
+_reset_task = current_task_id.reset
+
+#: marks a call that raised: it has no ``generated``
+NO_RESULT = object()
+
+_now = time.time
+_TASK = RecordType.TASK.value
+_FINISHED = Status.FINISHED.value
+_ERROR = Status.ERROR.value
+
+
+def links() -> tuple[str | None, str | None, str | None]:
+    """(parent_task_id, workflow_id, campaign_id) for a task started now in this thread.
+
+    The current task and the innermost ``Flowcept`` context first; what they lack comes from the
+    Dask/Ray task running this thread (:func:`flowcept_dist.api.links.engine_task`).
+    """
+    parent = _get_task()
+    w = _workflows
+    if parent is not None and w:
+        wf = w[-1]
+        return parent, wf.workflow_id, wf.campaign_id
+    tid, wf_id, camp = engine_task()
+    if w:
+        wf = w[-1]
+        wf_id, camp = wf.workflow_id, wf.campaign_id
+    return (parent if parent is not None else tid), wf_id, camp
+
+
+def new_task(activity_id: str, adapter_id: str, parent: str | None = None) -> dict:
+    """A task record with a new id, linked to the current task (or ``parent``) and workflow."""
+    cur, wf_id, camp = links()
+    return {"type": _TASK, "task_id": new_id(), "activity_id": activity_id, "adapter_id": adapter_id,
+            "parent_task_id": cur if parent is None else parent, "workflow_id": wf_id, "campaign_id": camp}
+
+
+def active_pipeline():
+    """The process's pipeline if capture is on, else None. Built on first use; never raises."""
+    p = _pipeline_mod._pipeline
+    if p is None:
+        try:
+            p = _pipeline_mod.get_pipeline()
+        except Exception as exc:
+            errors.once("pipeline", "flowcept_dist: capture is off for this process: %s", _text(exc),
+                        level=logging.ERROR)
+            return None
+    return p if p.enabled else None
+
+
+def error_fields(rec: dict, exc: BaseException) -> None:
+    """Mark ``rec`` as ERROR with the exception's traceback (``stderr``) and ``exception`` text.
+
+    Safe with hostile exceptions: an ``__str__`` that raises gives a placeholder, never an error.
+    """
+    rec["status"] = _ERROR
+    try:
+        rec["stderr"] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception:
+        try:
+            tb = "".join(traceback.format_tb(exc.__traceback__))
+        except Exception:
+            tb = ""
+        rec["stderr"] = f"Traceback (most recent call last):\n{tb}{type(exc).__name__}: {_text(exc)}\n"
+    rec["exception"] = f"{type(exc).__name__}: {_text(exc)}"
+
+
+def start(p, rec: dict, telemetry: bool = True) -> None:
+    """Stamp the start of a scope task: ``started_at`` and, if asked, ``telemetry_at_start``."""
+    if telemetry:
+        s = p.sampler
+        rec["telemetry_at_start"] = s.latest if s is not None else None
+    rec["started_at"] = _now()
+
+
+def finish(p, rec: dict, exc: BaseException | None = None, *, status: str | None = None, telemetry: bool = True,
+           complete=None, args: tuple = (), kwargs: dict | None = None, result=NO_RESULT, extra=None) -> None:
+    """End a task: ``ended_at``, status (ERROR with the error if ``exc``), telemetry, emit. Never raises.
+
+    ``complete(rec, args, kwargs, result, capture_inputs, capture_outputs, extra)`` runs later on
+    the processor thread (binding inputs, naming outputs) so the caller pays nothing for it.
+    """
+    try:
+        rec["ended_at"] = _now()
+        if exc is not None:
+            error_fields(rec, exc)
+        else:
+            rec["status"] = status or _FINISHED
+        if telemetry:
+            s = p.sampler
+            rec["telemetry_at_end"] = s.latest if s is not None else None
+        if complete is not None:
+            rec["_complete"] = (complete, args, kwargs, result, p.capture_inputs, p.capture_outputs, extra)
+        p.emit(rec)
+    except Exception as err:
+        errors(err, "recording a task")
+
+
+def call(p, rec: dict, fn, args: tuple, kwargs: dict, complete=None, extra=None):
+    """Run ``fn(*args, **kwargs)`` as the task ``rec`` and record it. Returns what ``fn`` returns;
+    re-raises what it raises, unchanged. Called on the user's thread: O(1), no I/O."""
+    token = _set_task(rec["task_id"])
+    s = p.sampler
+    rec["telemetry_at_start"] = s.latest if s is not None else None
+    rec["started_at"] = _now()
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException as exc:
+        _reset_task(token)
+        finish(p, rec, exc, complete=complete, args=args, kwargs=kwargs, extra=extra)
+        raise
+    _reset_task(token)
+    finish(p, rec, complete=complete, args=args, kwargs=kwargs, result=result, extra=extra)
+    return result
+
+
+async def acall(p, rec: dict, fn, args: tuple, kwargs: dict, complete=None, extra=None):
+    """:func:`call` for a coroutine function (the task id follows the asyncio task)."""
+    token = _set_task(rec["task_id"])
+    s = p.sampler
+    rec["telemetry_at_start"] = s.latest if s is not None else None
+    rec["started_at"] = _now()
+    try:
+        result = await fn(*args, **kwargs)
+    except BaseException as exc:
+        _reset_task(token)
+        finish(p, rec, exc, complete=complete, args=args, kwargs=kwargs, extra=extra)
+        raise
+    _reset_task(token)
+    finish(p, rec, complete=complete, args=args, kwargs=kwargs, result=result, extra=extra)
+    return result
+
+
+def restore_task_id(token) -> None:
+    """Undo ``current_task_id.set``; from another context (a token that cannot be used), restore by value."""
+    try:
+        _reset_task(token)
+    except ValueError:
+        old = token.old_value
+        _set_task(None if old is contextvars.Token.MISSING else old)

@@ -1,0 +1,171 @@
+"""Turn any Python value into JSON-safe data, never a pickle.
+
+Plain data (None, bool, int, float, str, lists, tuples, dicts) is kept as is.
+Arrays, tensors, dataframes and other objects become a short summary:
+``{"type": ..., "shape": ..., "dtype": ..., "size": ..., "repr": <cut>}``.
+A value whose JSON form exceeds ``max_bytes`` is replaced by a summary too, so
+one huge input never blocks the transport. Summaries never force a device sync
+(tensors are described from metadata only).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+from flowcept_dist.core import jsonfmt
+
+_PLAIN = (str, int, bool)
+_MAX_DEPTH = 8
+_MAX_ITEMS = 1000
+
+
+def type_name(obj) -> str:
+    cls = type(obj)
+    mod = cls.__module__
+    return cls.__qualname__ if mod in ("builtins", None) else f"{mod}.{cls.__qualname__}"
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(0, limit - 3)] + "..."
+
+
+def safe_repr(obj, limit: int = 200) -> str:
+    try:
+        return _cut(repr(obj), limit)
+    except Exception as exc:  # a broken __repr__ must not break capture
+        return f"<unrepresentable {type_name(obj)}: {type(exc).__name__}>"
+
+
+#: summarizers for types of other libraries: (module that must already be imported, "module:function")
+#: ``function(obj) -> dict | None`` (None: not a type it knows). Integrations add theirs with
+#: :func:`register_summarizer`; the built-in one describes ``torch.nn.Module`` objects.
+_SUMMARIZERS: list[list] = [["torch.nn", "flowcept_dist.integrations.torch.summary:summarize_module"]]
+
+
+def register_summarizer(trigger_module: str, fn) -> None:
+    """Describe objects of another library: ``fn(obj) -> dict | None``, tried once ``trigger_module`` is imported."""
+    _SUMMARIZERS.insert(0, [trigger_module, fn])
+
+
+def _library_summary(obj):
+    for entry in _SUMMARIZERS:
+        if entry[0] not in sys.modules:
+            continue
+        fn = entry[1]
+        if isinstance(fn, str):
+            import importlib
+
+            module, _, attr = fn.partition(":")
+            try:
+                fn = entry[1] = getattr(importlib.import_module(module), attr)
+            except Exception:
+                entry[0] = "\0never"  # cannot load: stop trying
+                continue
+        out = fn(obj)
+        if out is not None:
+            return out
+    return None
+
+
+def _summary(obj, repr_chars: int) -> dict:
+    """Describe a non-JSON value from its metadata."""
+    try:
+        lib = _library_summary(obj)  # e.g. a torch module: only if the program imported torch
+    except Exception as exc:
+        return {"type": type_name(obj), "error": f"could not summarize: {type(exc).__name__}"}
+    if lib is not None:
+        return lib
+    out: dict = {"type": type_name(obj)}
+    mod = type(obj).__module__ or ""
+    is_torch = mod.startswith("torch")
+    for attr in ("shape", "dtype", "device"):
+        try:
+            val = getattr(obj, attr, None)
+        except Exception:
+            val = None
+        if val is None:
+            continue
+        if attr == "shape":
+            try:
+                out["shape"] = [int(d) for d in val]
+            except Exception:
+                out["shape"] = str(val)
+        else:
+            out[attr] = str(val)
+    # element count and bytes, from metadata only
+    try:
+        if is_torch and hasattr(obj, "numel"):
+            out["size"] = int(obj.numel())
+            out["nbytes"] = int(obj.numel()) * int(obj.element_size())
+        elif hasattr(obj, "size") and not callable(getattr(obj, "size")):
+            out["size"] = int(obj.size)
+            if hasattr(obj, "nbytes"):
+                out["nbytes"] = int(obj.nbytes)
+        elif hasattr(obj, "__len__"):
+            out["size"] = len(obj)
+    except Exception:
+        pass
+    if mod.startswith("pandas") and hasattr(obj, "columns"):
+        try:
+            out["columns"] = [str(c) for c in list(obj.columns)[:50]]
+        except Exception:
+            pass
+    if not is_torch:  # repr of a GPU tensor would force a device sync
+        out["repr"] = safe_repr(obj, repr_chars)
+    return out
+
+
+def _sanitize(value, repr_chars: int, depth: int):
+    if value is None or isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if depth >= _MAX_DEPTH:
+        return {"type": type_name(value), "repr": safe_repr(value, repr_chars), "truncated": "depth"}
+    if isinstance(value, dict):
+        out = {}
+        for i, (k, v) in enumerate(value.items()):
+            if i >= _MAX_ITEMS:
+                out["..."] = f"{len(value) - _MAX_ITEMS} more items"
+                break
+            out[k if isinstance(k, str) else str(k)] = _sanitize(v, repr_chars, depth + 1)
+        return out
+    if isinstance(value, (list, tuple)):
+        if len(value) > _MAX_ITEMS:
+            return {"type": type_name(value), "size": len(value),
+                    "head": [_sanitize(v, repr_chars, depth + 1) for v in value[:10]],
+                    "truncated": "items"}
+        return [_sanitize(v, repr_chars, depth + 1) for v in value]
+    if isinstance(value, (set, frozenset)):
+        if len(value) > _MAX_ITEMS:
+            return {"type": type_name(value), "size": len(value), "repr": safe_repr(value, repr_chars)}
+        return [_sanitize(v, repr_chars, depth + 1) for v in value]
+    # numpy scalars and 0-d values expose .item()
+    mod = type(value).__module__ or ""
+    if mod == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        try:
+            return _sanitize(value.item(), repr_chars, depth + 1)
+        except Exception:
+            pass
+    if isinstance(value, bytes):
+        return {"type": "bytes", "size": len(value), "repr": safe_repr(value[:64], repr_chars)}
+    return _summary(value, repr_chars)
+
+
+def sanitize(value, max_bytes: int = 65536, repr_chars: int = 200):
+    """Return ``(json_safe_value, truncated)``.
+
+    ``truncated`` is True when the value was too large and replaced by a
+    summary. Never raises.
+    """
+    try:
+        out = _sanitize(value, repr_chars, 0)
+        if isinstance(out, (dict, list)) or (isinstance(out, str) and len(out) > max_bytes // 4):
+            size = len(jsonfmt.dumps(out))
+            if size > max_bytes:
+                return {"type": type_name(value), "size_bytes": size,
+                        "repr": safe_repr(value, repr_chars), "truncated": "max_value_bytes"}, True
+        return out, False
+    except Exception as exc:  # never let a value break capture
+        return {"type": type_name(value), "error": f"could not summarize: {type(exc).__name__}"}, True

@@ -1,0 +1,395 @@
+"""Settings: built-in defaults < YAML file < environment < explicit overrides.
+
+This module is the one place that documents every setting. Nothing is read at
+import: :func:`load_settings` is called when a pipeline, store or consumer is
+built. The file is ``$FLOWCEPT_SETTINGS_PATH`` if set, else
+``~/.flowcept/settings.yaml`` if it exists; no file is required. Every key can
+be overridden by ``FLOWCEPT_<SECTION>_<KEY>`` (upper case), e.g.
+``FLOWCEPT_TRANSPORT_TYPE=redis_streams`` or ``FLOWCEPT_STORE_LMDB_PATH=/data/prov``.
+Unknown keys and bad values raise :class:`SettingsError` naming the key, where
+it came from, and the allowed values.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+ENV_PREFIX = "FLOWCEPT_"
+SETTINGS_PATH_ENV = "FLOWCEPT_SETTINGS_PATH"
+DEFAULT_SETTINGS_PATH = "~/.flowcept/settings.yaml"
+
+
+class SettingsError(ValueError):
+    """A settings key is unknown or its value is invalid. The message names both and the fix."""
+
+
+@dataclass(frozen=True)
+class Key:
+    default: Any
+    kind: str  # bool | int | float | str | path | choice | registry
+    doc: str
+    choices: tuple = ()
+    minimum: float | None = None
+    secret: bool = False
+    nullable: bool = False
+
+
+def _emitter_names() -> list[str]:
+    from flowcept_dist.transports.registry import emitter_names
+
+    return emitter_names()
+
+
+def _store_names() -> list[str]:
+    from flowcept_dist.stores.registry import store_names
+
+    return store_names()
+
+
+_REGISTRIES: dict[str, Callable[[], list[str]]] = {
+    "transport.type": _emitter_names,
+    "store.type": _store_names,
+}
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "capture": {
+        "enabled": Key(True, "bool", "Master switch. false: decorators and plugins cost almost nothing and record nothing."),
+        "inputs": Key(True, "bool", "Record task inputs ('used')."),
+        "outputs": Key(True, "bool", "Record task outputs ('generated')."),
+        "max_value_bytes": Key(65536, "int", "Largest JSON size of one input/output value; bigger values become a summary.", minimum=64),
+        "max_repr_chars": Key(200, "int", "Length at which the repr inside a value summary is cut.", minimum=10),
+    },
+    "telemetry": {
+        "enabled": Key(True, "bool", "Sample CPU/memory/disk/network/GPU in a background thread per process."),
+        "interval_s": Key(1.0, "float", "Seconds between samples.", minimum=0.01),
+        "records": Key(True, "bool", "Also store each periodic sample as a record of type 'telemetry'."),
+        "per_task": Key("compact", "choice", "What tasks embed as telemetry_at_start/end: compact (CPU, memory, GPU) or full (also disk and network counters).",
+                        choices=("compact", "full")),
+        "cpu": Key(True, "bool", "CPU percent (machine and process)."),
+        "memory": Key(True, "bool", "Machine memory and process RSS."),
+        "disk": Key(True, "bool", "Disk I/O counters."),
+        "network": Key(True, "bool", "Network I/O counters."),
+        "gpu": Key(True, "bool", "NVIDIA (nvidia-ml-py) / AMD (amdsmi) GPUs, when a driver is present."),
+    },
+    "transport": {
+        "type": Key("direct", "registry", "Emitter: 'direct' writes into the store (no service), 'redis_streams', 'kafka', 'memory' (tests)."),
+        "batch_size": Key(1000, "int", "Records per export.", minimum=1),
+        "flush_interval_s": Key(0.5, "float", "Longest time a record waits in the queue.", minimum=0.001),
+        "max_queue": Key(100000, "int", "Bound of the in-process queue.", minimum=1),
+        "on_full": Key("drop_oldest", "choice", "When the queue is full: drop_oldest, drop_newest, or block (wait up to block_timeout_s, then drop the newest). Every drop is counted.",
+                       choices=("drop_oldest", "drop_newest", "block")),
+        "block_timeout_s": Key(1.0, "float", "How long on_full=block waits before dropping.", minimum=0),
+        "max_retries": Key(5, "int", "Export retries before a batch is dropped (counted as export_failed).", minimum=0),
+        "retry_backoff_s": Key(0.1, "float", "First retry delay; doubles each retry, with jitter.", minimum=0),
+        "shutdown_timeout_s": Key(10.0, "float", "Longest time flushing at exit may take.", minimum=0),
+        "stats_dir": Key("~/.flowcept/stats", "path", "Where each process writes its pipeline counters (read by 'flowcept-dist status')."),
+    },
+    "redis": {
+        "host": Key("127.0.0.1", "str", "Redis host."),
+        "port": Key(6379, "int", "Redis port.", minimum=1),
+        "password": Key(None, "str", "Redis password.", secret=True, nullable=True),
+        "db": Key(0, "int", "Redis database number.", minimum=0),
+        "stream": Key("flowcept", "str", "Stream the records go to."),
+        "group": Key("flowcept-consumers", "str", "Consumer group of 'flowcept-dist consume'."),
+        "dead_letter_stream": Key("flowcept:dead", "str", "Where malformed entries go."),
+        "entry_max_records": Key(200, "int", "Records packed into one stream entry.", minimum=1),
+        "claim_idle_s": Key(60.0, "float", "Entries pending this long on another consumer are re-claimed.", minimum=0),
+        "socket_timeout_s": Key(5.0, "float", "Socket timeout of Redis calls.", minimum=0.1),
+    },
+    "kafka": {
+        "bootstrap_servers": Key("127.0.0.1:9092", "str", "Kafka bootstrap servers."),
+        "topic": Key("flowcept", "str", "Kafka topic."),
+        "partition_key": Key("workflow_id", "choice", "Records with the same value of this field go to the same partition.",
+                             choices=("workflow_id", "task_id", "none")),
+        "num_partitions": Key(4, "int", "Partitions of the topic when flowcept_dist creates it.", minimum=1),
+        "message_max_records": Key(200, "int", "Records packed into one Kafka message (a JSON array).", minimum=1),
+        "message_max_bytes": Key(1000000, "int", "Largest Kafka message; bigger packs are split (librdkafka message.max.bytes).", minimum=1000),
+        "linger_ms": Key(5, "int", "How long the producer waits to fill a request.", minimum=0),
+        "delivery_timeout_s": Key(30.0, "float", "A message not acknowledged by the broker in this time fails (then transport.max_retries applies).", minimum=0.1),
+        "group": Key("flowcept-consumers", "str", "Consumer group of 'flowcept-dist consume'."),
+        "dead_letter_topic": Key("flowcept.dead", "str", "Where malformed messages go."),
+        "session_timeout_ms": Key(6000, "int", "Consumer group session timeout: a consumer silent this long loses its partitions.", minimum=1000),
+        "heartbeat_interval_ms": Key(1000, "int", "Consumer group heartbeat interval.", minimum=100),
+        "security_protocol": Key("PLAINTEXT", "choice", "Kafka security.protocol.", choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")),
+        "sasl_mechanism": Key(None, "str", "sasl.mechanism, e.g. PLAIN, SCRAM-SHA-256, SCRAM-SHA-512.", nullable=True),
+        "sasl_username": Key(None, "str", "SASL user name.", nullable=True),
+        "sasl_password": Key(None, "str", "SASL password.", secret=True, nullable=True),
+        "ssl_ca_location": Key(None, "str", "CA certificate file for TLS.", nullable=True),
+        "client_options": Key(None, "str", "More librdkafka options for producer and consumer: 'key=value,key=value' (may hold secrets, so it is redacted).", secret=True, nullable=True),
+    },
+    "store": {
+        "type": Key("lmdb", "registry", "Where records persist: 'lmdb' (embedded) or 'mongo'."),
+        "lmdb_path": Key("~/.flowcept/lmdb", "path", "LMDB directory (one environment, shared by every process on the host)."),
+        "lmdb_map_size_gb": Key(64.0, "float", "Largest LMDB size in GiB (a sparse file: costs nothing until used).", minimum=0.01),
+        "lmdb_sync": Key(True, "bool", "fsync every LMDB commit. false: faster commits (node-local scratch, tmpfs); a crash of the whole machine (not of a process) may then lose or damage recent commits."),
+        "mongo_uri": Key("mongodb://127.0.0.1:27017", "str", "MongoDB URI.", secret=True),
+        "mongo_db": Key("flowcept", "str", "MongoDB database."),
+        "mongo_collection": Key("records", "str", "MongoDB collection holding the records."),
+        "mongo_timeout_s": Key(5.0, "float", "How long to look for a MongoDB server before failing.", minimum=0.1),
+    },
+    "consumer": {
+        "batch_entries": Key(50, "int", "Stream entries read per call.", minimum=1),
+        "block_ms": Key(500, "int", "How long one read waits for new entries.", minimum=1),
+        "trim": Key(True, "bool", "Trim acknowledged entries from the stream."),
+        "drain_timeout_s": Key(30.0, "float", "On SIGINT/SIGTERM, longest time spent persisting what is left.", minimum=0),
+    },
+    "torch": {
+        "checkpoint_inline_max_bytes": Key(1048576, "int", "torch_hooks.save_model: checkpoints up to this size are stored in the store itself (base64 in an 'object' record); larger ones are written to checkpoint_dir with their sha256.", minimum=0),
+        "checkpoint_dir": Key("~/.flowcept/checkpoints", "path", "Where torch_hooks.save_model writes large checkpoints (a shared filesystem if models are loaded on other hosts)."),
+    },
+    "ray": {
+        "namespace": Key("flowcept", "str", "Ray namespace of the detached consumer actor."),
+        "consumer_name": Key("flowcept-consumer", "str", "Name of the detached consumer actor (and of its Redis consumer in the group)."),
+        "worker_flush_interval_s": Key(1.0, "float", "transport.flush_interval_s of Ray workers: longest time a record waits in a worker's queue. Shorter means more store commits (each LMDB commit is an fsync); drain() waits this long plus drain_grace_s, since Ray ends a job's workers without exit handlers.", minimum=0.001),
+        "drain_grace_s": Key(0.5, "float", "drain(): wait beyond one worker flush interval for the workers' last exports.", minimum=0),
+        "watch_interval_s": Key(1.0, "float", "Seconds between polls of Ray's task events by the lifecycle watcher.", minimum=0.05),
+        "watch_limit": Key(10000, "int", "Most tasks one State API listing returns (Ray caps it at 10000).", minimum=1),
+        "actor_timeout_s": Key(30.0, "float", "ray_actor emitter: longest wait for the consumer actor to acknowledge one batch.", minimum=0.1),
+    },
+    "log": {
+        "level": Key("WARNING", "choice", "Log level of the flowcept_dist logger.", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
+    },
+}
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _fail(section: str, key: str, origin: str, problem: str) -> SettingsError:
+    return SettingsError(f"setting {section}.{key} ({origin}): {problem}")
+
+
+def _coerce(section: str, key: str, spec: Key, value: Any, origin: str) -> Any:
+    if spec.nullable and isinstance(value, str) and value.strip().lower() in ("", "null", "none"):
+        value = None
+    if value is None:
+        if spec.nullable:
+            return None
+        raise _fail(section, key, origin, f"must not be empty ({spec.doc})")
+    kind = spec.kind
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise _fail(section, key, origin, f"{value!r} is not a boolean; allowed: true, false")
+    if kind in ("int", "float"):
+        if isinstance(value, bool):
+            raise _fail(section, key, origin, f"{value!r} is not a number")
+        try:
+            num = int(value) if kind == "int" else float(value)
+            if kind == "int" and isinstance(value, float) and value != int(value):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise _fail(section, key, origin, f"{value!r} is not {'an integer' if kind == 'int' else 'a number'}") from None
+        if spec.minimum is not None and num < spec.minimum:
+            raise _fail(section, key, origin, f"{value!r} is below the minimum {spec.minimum}")
+        return num
+    if kind in ("str", "path"):
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise _fail(section, key, origin, f"{value!r} is not a string")
+        text = str(value)
+        return os.path.expanduser(text) if kind == "path" else text
+    if kind == "choice":
+        text = str(value)
+        if section == "log":
+            text = text.upper()
+        if text not in spec.choices:
+            raise _fail(section, key, origin, f"{value!r} is not allowed; allowed values: {', '.join(spec.choices)}")
+        return text
+    if kind == "registry":
+        names = _REGISTRIES[f"{section}.{key}"]()
+        if str(value) not in names:
+            raise _fail(section, key, origin, f"unknown {section} {value!r}; known: {', '.join(names)}")
+        return str(value)
+    raise AssertionError(kind)
+
+
+class Section:
+    """Read-only attribute view of one settings section."""
+
+    __slots__ = ("_name", "_values")
+
+    def __init__(self, name: str, values: dict) -> None:
+        object.__setattr__(self, "_name", name)
+        object.__setattr__(self, "_values", dict(values))
+
+    def __getattr__(self, item: str) -> Any:
+        try:
+            return self._values[item]
+        except KeyError:
+            raise AttributeError(f"settings section {self._name!r} has no key {item!r}; keys: {', '.join(self._values)}") from None
+
+    def __setattr__(self, key, value):
+        raise AttributeError("settings are read-only; build new ones with load_settings(overrides=...)")
+
+    def as_dict(self) -> dict:
+        return dict(self._values)
+
+    def __repr__(self) -> str:
+        return f"Section({self._name}, {self._values})"
+
+
+class Settings:
+    """Validated settings. Access as ``settings.transport.type``. Immutable."""
+
+    def __init__(self, values: dict[str, dict[str, Any]], sources: dict[str, str] | None = None) -> None:
+        self._values = values
+        self.sources = sources or {}
+        for name, vals in values.items():
+            object.__setattr__(self, name, Section(name, vals))
+
+    def as_dict(self, redact: bool = True) -> dict[str, dict[str, Any]]:
+        out = {}
+        for section, vals in self._values.items():
+            out[section] = {}
+            for key, val in vals.items():
+                spec = SCHEMA[section][key]
+                out[section][key] = redact_value(val) if (redact and spec.secret) else val
+        return out
+
+    def fingerprint(self) -> tuple:
+        return tuple((s, tuple(sorted(v.items(), key=lambda kv: kv[0]))) for s, v in sorted(self._values.items()))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Settings) and self._values == other._values
+
+    def __hash__(self) -> int:
+        return hash(repr(self.fingerprint()))
+
+    def __repr__(self) -> str:
+        return f"Settings({self.as_dict(redact=True)})"
+
+
+def redact_value(value: Any) -> Any:
+    """Hide a secret: passwords become '***', credentials inside URIs too."""
+    if value is None:
+        return None
+    text = str(value)
+    if "://" in text and "@" in text:
+        scheme, rest = text.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://***@{host}"
+    if "://" in text:
+        return text
+    return "***"
+
+
+def settings_file_path() -> str | None:
+    explicit = os.environ.get(SETTINGS_PATH_ENV)
+    if explicit:
+        path = os.path.expanduser(explicit)
+        if not os.path.isfile(path):
+            raise SettingsError(f"{SETTINGS_PATH_ENV}={explicit!r} does not point to a file; create it with "
+                                f"'flowcept-dist init-settings --path {explicit}' or unset the variable")
+        return path
+    default = os.path.expanduser(DEFAULT_SETTINGS_PATH)
+    return default if os.path.isfile(default) else None
+
+
+def _read_yaml(path: str) -> dict:
+    import yaml  # deferred: only needed when a file exists
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"settings file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"settings file {path} must hold a mapping of sections, found {type(data).__name__}")
+    return data
+
+
+def _env_key(name: str) -> tuple[str, str] | None:
+    """Map FLOWCEPT_SECTION_KEY to (section, key), or None if no section matches."""
+    rest = name[len(ENV_PREFIX):].lower()
+    for section in SCHEMA:
+        if rest.startswith(section + "_"):
+            return section, rest[len(section) + 1:]
+    return None
+
+
+def load_settings(path: str | None = None, overrides: Mapping[str, Any] | None = None,
+                  environ: Mapping[str, str] | None = None) -> Settings:
+    """Build validated settings.
+
+    ``path``: a YAML file (default: ``$FLOWCEPT_SETTINGS_PATH``, else
+    ``~/.flowcept/settings.yaml`` if present). ``overrides``: either nested
+    ``{"transport": {"type": "memory"}}`` or dotted ``{"transport.type": "memory"}``;
+    they win over everything. Raises :class:`SettingsError`.
+    """
+    environ = os.environ if environ is None else environ
+    values = {s: {k: spec.default for k, spec in keys.items()} for s, keys in SCHEMA.items()}
+    origins: dict[str, str] = {}
+
+    def apply(section: str, key: str, value: Any, origin: str) -> None:
+        if section not in SCHEMA:
+            raise SettingsError(f"unknown settings section {section!r} ({origin}); sections: {', '.join(SCHEMA)}")
+        if key not in SCHEMA[section]:
+            raise SettingsError(f"unknown setting {section}.{key} ({origin}); keys of {section}: {', '.join(SCHEMA[section])}")
+        values[section][key] = value
+        origins[f"{section}.{key}"] = origin
+
+    file_path = path if path is not None else settings_file_path()
+    if file_path:
+        data = _read_yaml(file_path)
+        for section, keys in data.items():
+            if keys is None:
+                continue
+            if not isinstance(keys, dict):
+                raise SettingsError(f"settings file {file_path}: section {section!r} must be a mapping of keys")
+            for key, value in keys.items():
+                apply(str(section), str(key), value, f"file {file_path}")
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == SETTINGS_PATH_ENV:
+            continue
+        mapped = _env_key(name)
+        if mapped is None:
+            continue  # another tool's variable (e.g. FLOWCEPT_TEST_MONGO_URI)
+        section, key = mapped
+        apply(section, key, value, f"environment {name}")
+    for name, value in (overrides or {}).items():
+        if isinstance(value, Mapping) and "." not in name:
+            for key, val in value.items():
+                apply(name, str(key), val, "argument")
+        else:
+            if "." not in name:
+                raise SettingsError(f"override {name!r} must be 'section.key' or a section mapping")
+            section, key = name.split(".", 1)
+            apply(section, key, value, "argument")
+    validated: dict[str, dict[str, Any]] = {}
+    for section, keys in SCHEMA.items():
+        validated[section] = {}
+        for key, spec in keys.items():
+            origin = origins.get(f"{section}.{key}", "default")
+            validated[section][key] = _coerce(section, key, spec, values[section][key], origin)
+    return Settings(validated, origins)
+
+
+def render_settings_file() -> str:
+    """The commented YAML written by ``flowcept-dist init-settings``."""
+    import json
+
+    lines = [
+        "# flowcept_dist settings.",
+        f"# Used when {SETTINGS_PATH_ENV} points here, or when this file is {DEFAULT_SETTINGS_PATH}.",
+        "# Every key can be overridden by an environment variable FLOWCEPT_<SECTION>_<KEY>,",
+        "# e.g. FLOWCEPT_TRANSPORT_TYPE=redis_streams. Delete a key to use its default.",
+        "",
+    ]
+    for section, keys in SCHEMA.items():
+        lines.append(f"{section}:")
+        for key, spec in keys.items():
+            doc = spec.doc
+            if spec.choices:
+                doc += f" Allowed: {', '.join(spec.choices)}."
+            lines.append(f"  # {doc}  [env: {ENV_PREFIX}{section.upper()}_{key.upper()}]")
+            value = "null" if spec.default is None else json.dumps(spec.default)
+            lines.append(f"  {key}: {value}")
+        lines.append("")
+    return "\n".join(lines)

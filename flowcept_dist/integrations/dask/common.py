@@ -1,0 +1,55 @@
+"""What both Dask plugins and the client side share: annotation and plugin names, task ids,
+workflow fields from annotations, compute times, error text. Hot path: keep these cheap."""
+
+from __future__ import annotations
+
+#: Dask annotation keys read by both plugins
+WORKFLOW_ANNOTATION = "flowcept_workflow_id"
+CAMPAIGN_ANNOTATION = "flowcept_campaign_id"
+
+SCHEDULER_PLUGIN_NAME = "flowcept-scheduler"
+WORKER_PLUGIN_NAME = "flowcept-worker"
+
+
+def task_id(key) -> str:
+    """The task id of a Dask key: the key itself if a string, else ``str(key)`` (tuples)."""
+    return key if isinstance(key, str) else str(key)
+
+
+def settings_overrides(settings) -> dict | None:
+    """Picklable overrides from ``None``, a dict of overrides, or a ``Settings`` object."""
+    if settings is None:
+        return None
+    if isinstance(settings, dict):
+        return dict(settings)
+    as_dict = getattr(settings, "as_dict", None)
+    if as_dict is not None:
+        return as_dict(redact=False)
+    raise TypeError(f"settings must be None, a dict of overrides or a Settings, not {type(settings).__name__}")
+
+
+def link_fields(rec: dict, annotations) -> None:
+    """Copy the workflow/campaign annotations of a task into ``rec`` (absent values are left out,
+    so one event never blanks a field another event set)."""
+    if annotations:
+        wf = annotations.get(WORKFLOW_ANNOTATION)
+        if wf is not None:
+            rec["workflow_id"] = wf
+        camp = annotations.get(CAMPAIGN_ANNOTATION)
+        if camp is not None:
+            rec["campaign_id"] = camp
+
+
+def compute_times(startstops) -> tuple[float | None, float | None]:
+    """(start, stop) of the last ``compute`` entry of a Dask ``startstops`` sequence."""
+    if startstops:
+        for ss in reversed(startstops):
+            if ss.get("action") == "compute":
+                return ss.get("start"), ss.get("stop")
+    return None, None
+
+
+def format_error(exception_text, traceback_text) -> str:
+    """The ``stderr`` text of a failed Dask task, the same on the scheduler and on the worker."""
+    tb = traceback_text or ""
+    return f"Traceback (most recent call last):\n{tb}{exception_text or ''}"

@@ -1,0 +1,251 @@
+"""Dask scheduler plugin: every task as the scheduler sees it, plus workers joining and leaving.
+
+``client.register_plugin(FlowceptSchedulerPlugin())``, ``flowcept_dist.integrations.dask.instrument(client)``,
+or ``dask scheduler --preload flowcept_dist.integrations.dask.scheduler``.
+
+What it records (task records, ``adapter_id="dask"``, ``task_id`` = stringified Dask key):
+
+- when a graph arrives (``update_graph``): SUBMITTED with ``submitted_at``, ``activity_id``
+  (function name, else key prefix), ``dependencies`` and ``dependents`` (task ids), and the
+  workflow/campaign from the task's annotations; tasks already known only get their new edges;
+- processing -> memory: FINISHED with the worker ``address`` and the compute start/stop;
+- -> erred: ERROR with the exception and traceback (or, for a task that never ran because a
+  dependency failed, which dependency);
+- a task forgotten before it finished (its futures released, a cancelled computation):
+  ERROR with ``exception="CancelledError"``.
+
+So a task whose worker died still ends with a terminal record from here. Workers joining and
+leaving are records of type ``telemetry`` with ``subtype="worker_event"`` (``event``:
+``worker_present`` at plugin start, ``worker_added``, ``worker_removed``; ``address``,
+``timestamp``, ``worker`` details). They carry no task status, so task counts are unaffected.
+
+Threading: every hook runs on the scheduler's event loop. Hooks only build small dicts and
+call ``Pipeline.emit`` (non-blocking, never raises); they never raise themselves (an error is
+logged once and counted in ``hook_errors``). The pipeline's own thread sanitizes and exports.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from distributed import SchedulerPlugin
+
+from flowcept_dist.core.records import AdapterId, RecordType, Status, new_id
+from flowcept_dist.integrations.dask.common import SCHEDULER_PLUGIN_NAME, compute_times, format_error, link_fields, task_id
+from flowcept_dist.integrations.dask.plugin import CapturePlugin
+from flowcept_dist.integrations.dask.spec import SpecReader
+
+log = logging.getLogger(__name__)
+
+_TASK = RecordType.TASK.value
+_TELEMETRY = RecordType.TELEMETRY.value
+_DASK = AdapterId.DASK.value
+_SUBMITTED = Status.SUBMITTED.value
+_FINISHED = Status.FINISHED.value
+_ERROR = Status.ERROR.value
+_WATCHED = frozenset({"memory", "erred", "forgotten"})
+#: how long the scheduler must have no unfinished task before its queued records are pushed out early
+IDLE_FLUSH_DELAY_S = 0.05
+
+
+class FlowceptSchedulerPlugin(CapturePlugin, SchedulerPlugin):
+    """Records tasks from the scheduler's point of view. See the module docstring.
+
+    ``settings``: optional dict of overrides (``{"transport.type": "redis_streams"}``) or a
+    ``Settings``, applied on top of the scheduler process's own file/environment settings when
+    the plugin starts. The constructor keeps only that (picklable); the pipeline is made in
+    ``start`` and flushed and stopped in ``close``.
+    """
+
+    name = SCHEDULER_PLUGIN_NAME
+    idempotent = True
+    role = "scheduler"
+
+    def _init_runtime(self) -> None:
+        super()._init_runtime()
+        self.scheduler = None
+        self._inflight: set = set()  # keys submitted and not yet memory/erred/forgotten
+        self._workers: dict[str, dict] = {}
+        self._spec = None
+        self._idle_check_pending = False
+        self._ended = 0  # tasks ended: the idle check looks for a quiet period, not a snapshot
+
+    # -- lifecycle (event loop; may await) ------------------------------------------
+    async def start(self, scheduler) -> None:
+        """Build the pipeline (a bad configuration is logged once: capture stays off)."""
+        if self.pipeline is not None:
+            return
+        self.scheduler = scheduler
+        self._spec = SpecReader()
+        try:
+            from flowcept_dist.core.pipeline import Pipeline
+
+            # the scheduler samples nothing (workers do); its pipeline is its own, never the
+            # process pipeline (a LocalCluster's scheduler lives in the client's process)
+            settings = self._settings(**{"telemetry.enabled": False})
+            if settings is None:
+                return
+            pipeline = Pipeline(settings, role="dask-scheduler")
+            if pipeline.processor is not None:
+                # records made here describe tasks that run elsewhere: the scheduler's host name
+                # would be wrong on them (worker events name their worker themselves)
+                pipeline.processor.context.pop("hostname", None)
+            self.pipeline = pipeline
+        except Exception as exc:
+            self._error("could not start capture on the Dask scheduler", exc)
+            return
+        now = time.time()
+        for address, ws in list(scheduler.workers.items()):
+            self._worker_event("worker_present", address, ws, now)
+
+    async def close(self) -> None:
+        p, self.pipeline = self.pipeline, None
+        if p is not None:
+            await self._stop_off_loop(p)
+
+    # -- hooks (event loop; must not block or raise) ---------------------------------
+    def update_graph(self, scheduler, *, tasks=None, **kwargs) -> None:
+        p = self.pipeline
+        if p is None or not tasks:
+            return
+        try:
+            now = time.time()
+            emit = p.emit
+            known = scheduler.tasks
+            activity = self._spec.activity
+            inflight = self._inflight
+            for key in tasks:
+                ts = known.get(key)
+                if ts is None:
+                    continue
+                tid = task_id(key)
+                if ts.state == "released" and ts.run_spec is not None:
+                    rec = {"type": _TASK, "task_id": tid, "adapter_id": _DASK, "status": _SUBMITTED,
+                           "submitted_at": now, "activity_id": activity(key, ts.run_spec)}
+                    link_fields(rec, ts.annotations)
+                    inflight.add(key)
+                else:  # already known: only its edges can be new
+                    rec = {"type": _TASK, "task_id": tid}
+                if ts.dependencies:
+                    rec["dependencies"] = [task_id(d.key) for d in ts.dependencies]
+                if ts.dependents:
+                    rec["dependents"] = [task_id(d.key) for d in ts.dependents]
+                emit(rec)
+        except Exception as exc:
+            self._error("update_graph hook failed", exc)
+
+    def transition(self, key, start, finish, *args, **kwargs) -> None:
+        if finish not in _WATCHED:
+            return
+        p = self.pipeline
+        if p is None:
+            return
+        try:
+            if finish == "memory":
+                if start != "processing":
+                    return  # scattered data, not a task
+                self._inflight.discard(key)
+                begun, ended = compute_times(kwargs.get("startstops"))
+                rec = {"type": _TASK, "task_id": task_id(key), "status": _FINISHED, "adapter_id": _DASK,
+                       "ended_at": ended or time.time()}
+                if begun is not None:
+                    rec["started_at"] = begun
+                worker = kwargs.get("worker")
+                if worker:
+                    rec["address"] = worker
+                p.emit(rec)
+            elif finish == "erred":
+                self._inflight.discard(key)
+                p.emit(self._error_record(key, start, kwargs))
+            elif key in self._inflight:  # forgotten before it finished
+                self._inflight.discard(key)
+                p.emit({"type": _TASK, "task_id": task_id(key), "status": _ERROR, "adapter_id": _DASK,
+                        "ended_at": time.time(), "exception": "CancelledError",
+                        "stderr": f"cancelled: released by its clients before it finished (Dask state {start!r})"})
+            else:
+                return
+            self._ended += 1
+            if not self._inflight and not self._idle_check_pending:
+                self._idle_check_pending = True
+                self.scheduler.loop.call_later(IDLE_FLUSH_DELAY_S, self._idle_check, self._ended)
+        except Exception as exc:
+            self._error("transition hook failed", exc)
+
+    def _idle_check(self, ended: int) -> None:
+        """Event loop callback: every submitted task had ended; if no task ended since and none is
+        pending, export what is queued now (in an executor thread) rather than at the next flush
+        interval. A sequence of short computations keeps re-arming it instead."""
+        p = self.pipeline
+        try:
+            if p is not None and self._ended != ended:
+                self.scheduler.loop.call_later(IDLE_FLUSH_DELAY_S, self._idle_check, self._ended)
+                return
+            self._idle_check_pending = False
+            if p is not None and not self._inflight:
+                p.wake()  # the processor thread exports now; nothing blocks the loop
+        except Exception as exc:
+            self._idle_check_pending = False
+            self._error("idle flush failed", exc)
+
+    def _error_record(self, key, start, kwargs) -> dict:
+        rec = {"type": _TASK, "task_id": task_id(key), "status": _ERROR, "adapter_id": _DASK}
+        exc_text, tb_text = kwargs.get("exception_text"), kwargs.get("traceback_text")
+        ts = self.scheduler.tasks.get(key) if self.scheduler is not None else None
+        if exc_text is None and ts is not None:
+            exc_text, tb_text = ts.exception_text, ts.traceback_text
+        begun, ended = compute_times(kwargs.get("startstops"))
+        rec["ended_at"] = ended or time.time()
+        if begun is not None:
+            rec["started_at"] = begun
+        if kwargs.get("worker"):
+            rec["address"] = kwargs["worker"]
+        blame = getattr(ts, "exception_blame", None) if ts is not None else None
+        if start != "processing" and blame is not None and blame.key != key:
+            rec["stderr"] = f"not run: its dependency {task_id(blame.key)} failed"
+            rec["exception"] = f"dependency failed: {exc_text}" if exc_text else "dependency failed"
+        else:
+            rec["stderr"] = format_error(exc_text, tb_text)
+            if exc_text:
+                rec["exception"] = exc_text
+        return rec
+
+    def add_worker(self, scheduler=None, worker=None, **kwargs) -> None:
+        if self.pipeline is None or worker is None:
+            return
+        try:
+            self._worker_event("worker_added", worker, scheduler.workers.get(worker), time.time())
+        except Exception as exc:
+            self._error("add_worker hook failed", exc)
+
+    def remove_worker(self, scheduler=None, worker=None, **kwargs) -> None:
+        if self.pipeline is None or worker is None:
+            return
+        try:
+            self._worker_event("worker_removed", worker, None, time.time())
+        except Exception as exc:
+            self._error("remove_worker hook failed", exc)
+
+    # -- internals ---------------------------------------------------------------------
+    def _worker_event(self, event: str, address: str, ws, now: float) -> None:
+        if ws is not None:
+            info = {"name": str(ws.name), "host": ws.host, "nthreads": ws.nthreads,
+                    "memory_limit": ws.memory_limit}
+            self._workers[address] = info
+        else:
+            info = self._workers.pop(address, None) or {}
+        rec = {"type": _TELEMETRY, "telemetry_id": new_id(), "subtype": "worker_event", "event": event,
+               "address": address, "timestamp": now, "worker": info, "adapter_id": _DASK}
+        sched = getattr(self.scheduler, "address", None)
+        if sched:
+            rec["scheduler_address"] = sched
+        self.pipeline.emit(rec)
+
+
+def dask_setup(scheduler) -> None:
+    """Preload entry point: ``dask scheduler --preload flowcept_dist.integrations.dask.scheduler``.
+
+    Settings come from the scheduler's environment / settings file. ``start`` runs when the
+    scheduler starts (after the preloads).
+    """
+    scheduler.add_plugin(FlowceptSchedulerPlugin(), idempotent=True)

@@ -1,0 +1,283 @@
+"""LMDB store: embedded, one environment per directory, safe for many processes on one host.
+
+Layout (named databases inside one environment):
+
+- ``records``: ``"<type>:<id>"`` -> JSON of the merged record;
+- ``idx:<field>`` (sorted duplicates): field value -> record key, for
+  ``workflow_id``, ``campaign_id``, ``parent_task_id``, ``status`` and ``type``.
+  A query with an equality or ``$in`` on one of these reads only the matching
+  records instead of scanning all of them.
+
+LMDB serializes writers across processes with its own lock file, and readers
+never block. An environment must be opened once per process, so handles are
+shared per (process, path) and reopened in forked children.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from flowcept_dist.core import jsonfmt
+from flowcept_dist.core.records import record_key
+from flowcept_dist.stores.base import Store
+from flowcept_dist.stores.merge import merge_records
+from flowcept_dist.stores.query import QueryError, get_path, run_query, validate_filter, _MISSING
+
+INDEXED_FIELDS = ("workflow_id", "parent_task_id", "campaign_id", "status", "type")
+#: Sparse indexes: these values are so common that indexing them would cost a write per record and
+#: save nothing at query time (a query for them reads most of the store anyway). Queries on them scan.
+UNINDEXED_VALUES = {"status": frozenset({"FINISHED"}), "type": frozenset({"task", "telemetry"})}
+
+_envs: dict[tuple[int, str], list] = {}  # (pid, path) -> [env, dbs, refcount]
+_envs_lock = threading.Lock()
+
+
+def _index_value(value, field: str | None = None) -> bytes | None:
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    skip = UNINDEXED_VALUES.get(field)
+    if skip is not None and value in skip:
+        return None
+    return str(value).encode()[:400]
+
+
+def _acquire_env(path: str, map_size: int, readonly: bool, sync: bool = True):
+    import lmdb
+
+    key = (os.getpid(), path)
+    with _envs_lock:
+        entry = _envs.get(key)
+        if entry is None:
+            if readonly and not os.path.exists(os.path.join(path, "data.mdb")):
+                raise FileNotFoundError(f"no LMDB store at {path}: nothing has been captured there yet "
+                                        f"(set FLOWCEPT_STORE_LMDB_PATH to the store you want)")
+            os.makedirs(path, exist_ok=True)
+            env = lmdb.open(path, map_size=map_size, max_dbs=16, max_readers=512, lock=True,
+                            readahead=False, meminit=False, sync=sync)
+            dbs = {"records": env.open_db(b"records")}
+            for field in INDEXED_FIELDS:
+                dbs[field] = env.open_db(f"idx:{field}".encode(), dupsort=True)
+            entry = [env, dbs, 0]
+            _envs[key] = entry
+        entry[2] += 1
+        return entry
+
+
+def _release_env(path: str) -> None:
+    key = (os.getpid(), path)
+    with _envs_lock:
+        entry = _envs.get(key)
+        if entry is None:
+            return
+        entry[2] -= 1
+        if entry[2] <= 0:
+            entry[0].close()
+            del _envs[key]
+
+
+class LMDBStore(Store):
+    name = "lmdb"
+
+    def __init__(self, settings=None, path: str | None = None, readonly: bool = False) -> None:
+        if settings is None:
+            from flowcept_dist.core.settings import load_settings
+
+            settings = load_settings()
+        self.path = os.path.abspath(os.path.expanduser(path or settings.store.lmdb_path))
+        self._map_size = int(settings.store.lmdb_map_size_gb * (1 << 30))
+        self._readonly = readonly
+        self._pid = os.getpid()
+        self._sync = bool(settings.store.lmdb_sync)
+        self._entry = _acquire_env(self.path, self._map_size, readonly, self._sync)
+        self._closed = False
+
+    # -- handles --------------------------------------------------------------
+    def _handles(self):
+        if self._closed:
+            raise RuntimeError("store is closed")
+        if os.getpid() != self._pid:  # forked: the parent's handle is unusable here
+            self._pid = os.getpid()
+            self._entry = _acquire_env(self.path, self._map_size, self._readonly, self._sync)
+        return self._entry[0], self._entry[1]
+
+    @classmethod
+    def from_location(cls, settings, location: str, readonly: bool = False) -> "LMDBStore":
+        """The store named on the command line as ``lmdb:PATH``."""
+        return cls(settings, path=location, readonly=readonly)
+
+    def describe(self) -> str:
+        return f"lmdb {self.path}"
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if os.getpid() == self._pid:
+                _release_env(self.path)
+
+    # -- writes ---------------------------------------------------------------
+    def write_batch(self, records: list[dict]) -> int:
+        if not records:
+            return 0
+        import lmdb
+
+        # events of one record in the same batch are merged in memory first: one read and one write per key
+        merged: dict[bytes, dict] = {}
+        for rec in records:
+            key = record_key(rec).encode()  # ValueError before any write
+            prev = merged.get(key)
+            merged[key] = rec if prev is None else merge_records(prev, rec)
+        env, dbs = self._handles()
+        try:
+            return self._write(env, dbs, merged)
+        except lmdb.MapFullError:
+            env.set_mapsize(env.info()["map_size"] * 2)
+            return self._write(env, dbs, merged)
+
+    def _write(self, env, dbs, merged: dict) -> int:
+        now = time.time()
+        changed = 0
+        rdb = dbs["records"]
+        dumps, loads = jsonfmt.dumps, jsonfmt.loads
+        idx = [(f, dbs[f], UNINDEXED_VALUES.get(f)) for f in INDEXED_FIELDS]
+        with env.begin(write=True) as txn:
+            get, put, delete = txn.get, txn.put, txn.delete
+            for key, rec in merged.items():
+                if "registered_at" not in rec:
+                    rec = dict(rec)
+                    rec["registered_at"] = now
+                # the common case is a new record: one insert that fails if the key exists
+                if put(key, dumps(rec), db=rdb, overwrite=False):
+                    for field, db, skip in idx:
+                        v = rec.get(field)
+                        if v is None or (skip is not None and v in skip) or type(v) in (dict, list):
+                            continue
+                        put(str(v).encode()[:400], key, db=db, dupdata=True)
+                    changed += 1
+                    continue
+                old = loads(get(key, db=rdb))
+                new = merge_records(old, rec)
+                if new == old:
+                    continue  # a duplicate event: nothing to do
+                put(key, dumps(new), db=rdb)
+                for field, db, _ in idx:
+                    nv, ov = new.get(field), old.get(field)
+                    if nv == ov:
+                        continue
+                    ov = _index_value(ov, field)
+                    nv = _index_value(nv, field)
+                    if ov is not None:
+                        delete(ov, key, db=db)
+                    if nv is not None:
+                        put(nv, key, db=db, dupdata=True)
+                changed += 1
+        return changed
+
+    # -- reads ----------------------------------------------------------------
+    def _index_plan(self, flt: dict | None):
+        """Pick an index for a top-level equality/$in condition, or None for a full scan."""
+        if not flt:
+            return None
+        # task_id reads the record by key, which is right only when the filter asks for tasks
+        by_key = ("task_id",) if flt.get("type") == "task" else ()
+        for field in by_key + INDEXED_FIELDS:
+            if field not in flt:
+                continue
+            cond = flt[field]
+            if isinstance(cond, dict) and any(k.startswith("$") for k in cond):
+                if set(cond) == {"$eq"}:
+                    values = [cond["$eq"]]
+                elif set(cond) == {"$in"} and isinstance(cond["$in"], list):
+                    values = cond["$in"]
+                else:
+                    continue
+            elif isinstance(cond, (dict, list)):
+                continue
+            else:
+                values = [cond]
+            skip = UNINDEXED_VALUES.get(field)
+            if skip is not None and any(v in skip for v in values if not isinstance(v, (dict, list))):
+                continue  # a sparse index does not hold these values
+            if not all(isinstance(v, str) for v in values):
+                continue  # the index holds str(value): None (matches a missing field) and numbers need a scan
+            return field, values
+        return None
+
+    def _iter_docs(self, txn, dbs, flt):
+        loads = jsonfmt.loads
+        rdb = dbs["records"]
+        plan = self._index_plan(flt)
+        if plan is None:
+            for _, raw in txn.cursor(db=rdb):
+                yield loads(raw)
+            return
+        field, values = plan
+        seen = set()
+        for value in values:
+            if field == "task_id":
+                keys = [f"task:{value}".encode()]
+            else:
+                iv = _index_value(value, field)
+                if iv is None:
+                    continue
+                cur = txn.cursor(db=dbs[field])
+                keys = list(cur.iternext_dup()) if cur.set_key(iv) else []
+            for key in keys:
+                if key in seen:
+                    continue
+                seen.add(key)
+                raw = txn.get(key, db=rdb)
+                if raw is not None:
+                    yield loads(raw)
+
+    def query(self, filter: dict | None = None, projection=None, sort=None, limit: int | None = None) -> list[dict]:
+        validate_filter(filter)
+        env, dbs = self._handles()
+        with env.begin(buffers=True) as txn:
+            return run_query(self._iter_docs(txn, dbs, filter), filter, projection, sort, limit)
+
+    def count(self, filter: dict | None = None) -> int:
+        validate_filter(filter)
+        from flowcept_dist.stores.query import matches
+
+        env, dbs = self._handles()
+        if not filter:
+            with env.begin() as txn:
+                return txn.stat(dbs["records"])["entries"]
+        with env.begin(buffers=True) as txn:
+            return sum(1 for d in self._iter_docs(txn, dbs, filter) if matches(d, filter))
+
+    def iter_all(self, batch_size: int = 1000, after: str | None = None, keys_only: bool = False):
+        """Every record in key order, as lists of up to ``batch_size`` ``(key, record)`` pairs (``record`` is
+        None with ``keys_only``), starting after key ``after``. Each list is read in its own transaction."""
+        env, dbs = self._handles()
+        last = after.encode() if after is not None else None
+        while True:
+            out = []
+            with env.begin() as txn:
+                cur = txn.cursor(db=dbs["records"])
+                ok = cur.set_range(last) if last is not None else cur.first()
+                while ok and len(out) < batch_size:
+                    key = cur.key()
+                    if key != last:  # set_range lands on ``after`` itself when it exists
+                        out.append((key.decode(), None if keys_only else jsonfmt.loads(cur.value())))
+                    ok = cur.next()
+            if not out:
+                return
+            yield out
+            last = out[-1][0].encode()
+
+    def distinct(self, field: str, filter: dict | None = None) -> list:
+        """Distinct values of ``field`` among matching records (index-only for indexed fields)."""
+        env, dbs = self._handles()
+        if not filter and field in INDEXED_FIELDS and field not in UNINDEXED_VALUES:
+            with env.begin() as txn:
+                cur = txn.cursor(db=dbs[field])
+                return [k.decode() for k in cur.iternext_nodup(keys=True, values=False)]
+        out = []
+        for doc in self.query(filter, projection=[field]):
+            v = get_path(doc, field)
+            if v is not _MISSING and v not in out:
+                out.append(v)
+        return out

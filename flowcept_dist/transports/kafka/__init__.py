@@ -1,0 +1,1 @@
+"""Kafka (confluent-kafka): client configuration, emitter, consumer (group, commit after store), status."""

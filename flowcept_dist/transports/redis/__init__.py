@@ -1,0 +1,1 @@
+"""Redis Streams: client, emitter (XADD), consumer (consumer group, ack after commit), status."""
