@@ -136,7 +136,7 @@ class ModeCluster:
         self.client = Client(self.cluster)
         extra = []
         if mode != "plain":
-            from flowcept_dist.integrations.dask import instrument
+            from flowcept_dist.dask import instrument
             from flowcept_dist.core.settings import load_settings
             from flowcept_dist.stores.registry import open_store
 

@@ -7,7 +7,7 @@ measurement is a separate Ray job (a driver subprocess joining the cluster), so 
 their own worker processes, as real jobs do; the variants run interleaved, in a rotating order:
 
 - ``plain``: no runtime_env, no instrumentation;
-- ``embedded``: ``flowcept_dist.integrations.ray.runtime_env()`` with the default ``direct`` emitter into LMDB;
+- ``embedded``: ``flowcept_dist.ray.runtime_env()`` with the default ``direct`` emitter into LMDB;
 - ``redis``: the same with ``transport.type=redis_streams`` (a redis-server started here on a free
   port) and the detached consumer actor persisting into LMDB.
 
@@ -63,7 +63,7 @@ work = ray.remote(burn)
 if variant == "plain":
     ray.init(address=address, logging_level="ERROR", log_to_driver=False)
 else:
-    import flowcept_dist.integrations.ray as fray
+    import flowcept_dist.ray as fray
     ray.init(address=address, runtime_env=fray.runtime_env(), logging_level="ERROR", log_to_driver=False)
 ray.get([work.remote(i) for i in range(warm)])
 out = {"variant": variant}
@@ -126,7 +126,7 @@ def main() -> int:
 
     import ray
 
-    import flowcept_dist.integrations.ray as fray
+    import flowcept_dist.ray as fray
     from flowcept_dist.core.settings import load_settings
 
     print(f"bench_ray: {n} tasks of ~1 ms CPU, {repeats} repeats, 2 CPUs; ray {ray.__version__}", flush=True)

@@ -1,4 +1,8 @@
-"""Shared fixtures: real redis-server per test session, temp LMDB stores, settings, polling."""
+"""Shared fixtures: real redis-server and Kafka broker per test session, isolated settings and stores,
+the memory emitter, and the checks every test gets (no pipeline left over, no thread leaked).
+
+Tests are grouped like the code: core/, api/, transports/, stores/, integrations/{dask,ray,torch}/,
+cli/, deploy/. Helpers (``poll_for``, ``free_port``) are in helpers.py."""
 
 from __future__ import annotations
 
@@ -97,6 +101,23 @@ def redis_settings(settings_factory, redis_server, stream_name):
     return settings_factory(transport__type="redis_streams", redis__port=redis_server.port,
                             redis__stream=stream_name, redis__dead_letter_stream=stream_name + ":dead",
                             transport__flush_interval_s=0.05)
+
+
+@pytest.fixture
+def mem(settings_factory):
+    """Settings with the memory emitter; ``mem()`` flushes the process pipeline and returns the
+    captured records of a type (tasks by default). ``mem.settings``: the settings to pass."""
+    from flowcept_dist.core import pipeline as runtime
+
+    settings = settings_factory(transport__type="memory", telemetry__records=False)
+
+    def records(kind="task"):
+        p = runtime._pipeline
+        p.flush(5)
+        return [r for r in p.emitter.records if r["type"] == kind]
+
+    records.settings = settings
+    return records
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,7 @@
-"""One local Ray cluster per test session, shared by every ``tests/test_ray_*.py`` module.
+"""One local Ray cluster per test session, shared by every Ray test module (fixtures: conftest.py).
 
-Each module's session fixture calls :func:`acquire` / :func:`release`; the first acquire starts
-``ray.init(num_cpus=2)`` with capture in every worker (``flowcept_dist.integrations.ray.runtime_env()``), the
+The session fixture calls :func:`acquire` / :func:`release`; the first acquire starts
+``ray.init(num_cpus=2)`` with capture in every worker (``flowcept_dist.ray.runtime_env()``), the
 last release shuts it down. Workers get the session's settings (an LMDB store under a temp dir)
 through the runtime_env's ``env_vars``; ``tests/`` is on their PYTHONPATH so they can import the
 test modules' remote functions.
@@ -21,7 +21,7 @@ def acquire(tmp_path_factory) -> dict:
     if _state["users"] == 0:
         import ray
 
-        import flowcept_dist.integrations.ray as fray
+        import flowcept_dist.ray as fray
 
         root = tmp_path_factory.mktemp("ray")
         env = {"FLOWCEPT_STORE_LMDB_PATH": str(root / "lmdb"), "FLOWCEPT_TRANSPORT_STATS_DIR": str(root / "stats"),
@@ -56,7 +56,7 @@ def release() -> None:
     if _state["users"] == 0:
         import ray
 
-        import flowcept_dist.integrations.ray as fray
+        import flowcept_dist.ray as fray
 
         try:
             with pytest.MonkeyPatch.context() as mp:  # the drain in ray.shutdown reads the settings

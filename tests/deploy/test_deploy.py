@@ -32,7 +32,7 @@ import pytest
 
 from helpers import free_port, poll_for
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 BIN = Path(sys.executable).parent
 

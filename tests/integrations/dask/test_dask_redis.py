@@ -70,7 +70,7 @@ def test_flowcept_context_with_redis_streams_and_in_process_consumer(redis_setti
 
 
 def test_separate_consumer_persists_what_the_plugins_stream(redis_settings, redis_server):
-    from flowcept_dist.integrations.dask import flush, instrument
+    from flowcept_dist.dask import flush, instrument
 
     consumer = create_consumer(redis_settings).start()
     store = open_store(redis_settings)

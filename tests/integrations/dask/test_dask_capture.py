@@ -17,7 +17,7 @@ dask = pytest.importorskip("dask")
 distributed = pytest.importorskip("distributed")
 np = pytest.importorskip("numpy")
 
-import flowcept_dist.integrations.dask as fdask  # noqa: E402
+import flowcept_dist.dask as fdask  # noqa: E402
 from flowcept_dist import Flowcept, flowcept_task  # noqa: E402
 from flowcept_dist.core.settings import load_settings  # noqa: E402
 from flowcept_dist.stores.lmdb import LMDBStore  # noqa: E402

@@ -1,7 +1,7 @@
 """Ray capture on one real local cluster (``ray.init(num_cpus=2)``) shared by this module.
 
 Workers get their settings (a session-wide LMDB store under a temp dir) through the runtime_env
-that ``flowcept_dist.integrations.ray.runtime_env()`` builds (see ray_session.py); each test keeps to its own
+that ``flowcept_dist.ray.runtime_env()`` builds (see ray_session.py); each test keeps to its own
 workflow ids.
 Tests that need other settings (Redis, a long flush interval) give their tasks a runtime_env of
 their own, which Ray serves from separate worker processes.
@@ -24,9 +24,8 @@ from helpers import poll_for
 
 ray = pytest.importorskip("ray")
 
-import flowcept_dist.integrations.ray as fray  # noqa: E402
+import flowcept_dist.ray as fray  # noqa: E402
 from flowcept_dist import Flowcept  # noqa: E402
-from flowcept_dist.api.query import QueryAPI  # noqa: E402
 
 TESTS_DIR = ray_session.TESTS_DIR
 
@@ -81,26 +80,6 @@ class Counter:
 
 
 # -- fixtures -------------------------------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def ray_cluster(tmp_path_factory):
-    """The session's Ray cluster (see ray_session.py), with capture in every worker."""
-    yield ray_session.acquire(tmp_path_factory)
-    ray_session.release()
-
-
-@pytest.fixture(autouse=True)
-def ray_env(ray_cluster, monkeypatch):
-    """This test's driver sees the session's settings (the workers got them through the runtime_env)."""
-    ray_session.apply_env(monkeypatch, ray_cluster["env"])
-
-
-@pytest.fixture
-def db(ray_cluster):
-    api = QueryAPI()
-    yield api
-    api.close()
-
 
 def tasks_of(db, wf_id, **flt):
     return db.query({"type": "task", "workflow_id": wf_id, **flt})
@@ -347,7 +326,7 @@ def test_two_jobs_on_one_cluster_are_kept_apart(db, ray_cluster):
     script = textwrap.dedent(f"""
         import json, sys, ray
         sys.path.insert(0, {TESTS_DIR!r})
-        import flowcept_dist.integrations.ray as fray
+        import flowcept_dist.ray as fray
         from flowcept_dist import Flowcept
         from test_ray_capture import add
         renv = fray.runtime_env()

@@ -19,34 +19,14 @@ from helpers import poll_for
 
 ray = pytest.importorskip("ray")
 
-import flowcept_dist.integrations.ray as fray  # noqa: E402
+import flowcept_dist.ray as fray  # noqa: E402
 from flowcept_dist import Flowcept  # noqa: E402
-from flowcept_dist.api.query import QueryAPI  # noqa: E402
 from flowcept_dist.core.settings import load_settings  # noqa: E402
 
 
 @ray.remote
 def square(x):
     return x * x
-
-
-@pytest.fixture(scope="session")
-def ray_cluster(tmp_path_factory):
-    yield ray_session.acquire(tmp_path_factory)
-    ray_session.release()
-
-
-@pytest.fixture(autouse=True)
-def ray_env(ray_cluster, monkeypatch):
-    """This test's driver sees the session's settings (the workers got them through the runtime_env)."""
-    ray_session.apply_env(monkeypatch, ray_cluster["env"])
-
-
-@pytest.fixture
-def db(ray_cluster):
-    api = QueryAPI()
-    yield api
-    api.close()
 
 
 def transport_env(mode, name, redis_server=None, stream=None) -> dict:

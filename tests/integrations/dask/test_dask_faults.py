@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import threading
+import time
 
 import pytest
 
@@ -17,13 +17,15 @@ from helpers import free_port, poll_for
 
 distributed = pytest.importorskip("distributed")
 
-import flowcept_dist.integrations.dask as fdask  # noqa: E402
+import flowcept_dist.dask as fdask  # noqa: E402
 from flowcept_dist.core.settings import load_settings  # noqa: E402
 from flowcept_dist.stores.lmdb import LMDBStore  # noqa: E402
 
 
 def slow_square(x):
-    threading.Event().wait(0.6)  # simulated work, long enough to be killed in the middle
+    end = time.monotonic() + 0.6  # simulated work (CPU), long enough to be killed in the middle
+    while time.monotonic() < end:
+        pass
     return x * x
 
 

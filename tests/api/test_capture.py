@@ -8,20 +8,6 @@ from flowcept_dist.core import pipeline as runtime
 from flowcept_dist.api.task import current_task_id
 
 
-@pytest.fixture
-def mem(settings_factory):
-    """Settings with the memory emitter; returns a function giving the captured records."""
-    settings = settings_factory(transport__type="memory", telemetry__records=False)
-
-    def records(kind="task"):
-        p = runtime._pipeline
-        p.flush(5)
-        return [r for r in p.emitter.records if r["type"] == kind]
-
-    records.settings = settings
-    return records
-
-
 @flowcept_task(output_names="o1")
 def add_one(i1, step=1):
     return i1 + step

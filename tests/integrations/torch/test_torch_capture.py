@@ -58,20 +58,6 @@ def make_data(n_batches=5, bs=4, d=8, classes=3, seed=0):
     return [(torch.randn(bs, d, generator=g), torch.randint(0, classes, (bs,), generator=g)) for _ in range(n_batches)]
 
 
-@pytest.fixture
-def mem(settings_factory):
-    """Memory emitter; ``mem()`` flushes and returns the captured task records."""
-    settings = settings_factory(transport__type="memory", telemetry__records=False)
-
-    def records(kind="task"):
-        p = runtime._pipeline
-        p.flush(5)
-        return [r for r in p.emitter.records if r["type"] == kind]
-
-    records.settings = settings
-    return records
-
-
 def called_paths(model):
     """Paths of the submodules a forward calls (containers like ModuleList are iterated, never called)."""
     return [name for name, m in model.named_modules()
