@@ -724,8 +724,8 @@ def test_dask_config_snippet_loads_both_plugins(base_env):
             else:
                 yield f"{prefix}{k}", v
 
-    assert dict(flat(cfg)) == {"distributed.scheduler.preload": ["flowcept_dist.integrations.dask.scheduler"],
-                               "distributed.worker.preload": ["flowcept_dist.integrations.dask.worker"]}
+    assert dict(flat(cfg)) == {"distributed.scheduler.preload": ["scheduler_plugins.dask"],
+                               "distributed.worker.preload": ["worker_plugins.dask"]}
     with dask.config.set(dict(flat(cfg))):
         with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
                 Client(cluster) as client:
@@ -741,8 +741,8 @@ def test_dask_jobqueue_example_options():
     for kind in ("slurm", "pbs"):
         opts = mod.cluster_options(kind, cores=4, memory="8GB", walltime="00:10:00", queue="debug",
                                    services_env="/shared/services.env", setup=["module load python"])
-        assert opts["scheduler_options"]["preload"] == ["flowcept_dist.integrations.dask.scheduler"]
-        assert opts["worker_extra_args"] == ["--preload", "flowcept_dist.integrations.dask.worker"]
+        assert opts["scheduler_options"]["preload"] == ["scheduler_plugins.dask"]
+        assert opts["worker_extra_args"] == ["--preload", "worker_plugins.dask"]
         assert opts["job_script_prologue"] == ["module load python", "set -a; source /shared/services.env; set +a"]
         assert opts["queue"] == "debug"
     with pytest.raises(ValueError):

@@ -21,8 +21,8 @@ import flowcept_dist.dask as fdask  # noqa: E402
 from flowcept_dist import Flowcept, flowcept_task  # noqa: E402
 from flowcept_dist.core.settings import load_settings  # noqa: E402
 from flowcept_dist.stores.lmdb import LMDBStore  # noqa: E402
-from flowcept_dist.integrations.dask.scheduler import FlowceptSchedulerPlugin  # noqa: E402
-from flowcept_dist.integrations.dask.worker import FlowceptWorkerPlugin  # noqa: E402
+from scheduler_plugins.dask import FlowceptSchedulerPlugin  # noqa: E402
+from worker_plugins.dask import FlowceptWorkerPlugin  # noqa: E402
 
 
 # -- task functions (importable by the worker processes) ------------------------------------
@@ -294,3 +294,43 @@ def test_decorated_function_inside_a_task_is_recorded_as_its_child(env):
     assert child["workflow_id"] == fc.workflow_id
     parent = settle(env, [outer.key], terminal, "the outer task")[outer.key]
     assert parent["workflow_id"] == fc.workflow_id and parent["generated"] == {"return": 11}
+
+
+def capture_threads_after_decorated_and_torch_work(x):
+    """Runs in a worker: a decorated call and an instrumented torch forward pass, then the
+    worker's capture threads and whether the decorator used the worker plugin's pipeline."""
+    import torch
+
+    import torch_hooks as th
+    from flowcept_dist.core import pipeline as runtime
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 2))
+    th.instrument(model)
+    try:
+        with torch.no_grad():
+            model(torch.ones(1, 4))
+        scale(x)
+    finally:
+        th.uninstrument(model)
+    worker = distributed.get_worker()
+    plugin_pipeline = worker.plugins["flowcept-worker"].pipeline
+    names = sorted(t.name for t in threading.enumerate() if t.name.startswith("flowcept-"))
+    return names, runtime._pipeline is plugin_pipeline
+
+
+def test_one_pipeline_per_worker_process_shared_by_decorators_and_torch_hooks(env):
+    pytest.importorskip("torch")
+    with Flowcept(workflow_name="one-pipeline", dask_client=env.client, settings=env.overrides):
+        fut = env.client.submit(capture_threads_after_decorated_and_torch_work, 3, pure=False)
+        names, shared = fut.result()
+    assert shared, "the decorator built its own pipeline instead of using the worker plugin's"
+    processors = [n for n in names if n.endswith("-processor")]
+    samplers = [n for n in names if n == "flowcept-telemetry"]
+    assert len(processors) == 1 and len(samplers) == 1, names
+    # the nested records went through the worker's pipeline: they carry its address
+    (child,) = poll_for(lambda: env.tasks({"parent_task_id": fut.key, "activity_id": "scale"}), 20,
+                        message="the decorated call's record")
+    assert child["address"] in env.cluster.scheduler.workers
+    fwd = poll_for(lambda: env.tasks({"parent_task_id": fut.key, "adapter_id": "torch"}), 20,
+                   message="the forward pass record")
+    assert fwd and all(r["address"] == child["address"] for r in fwd)

@@ -1,4 +1,4 @@
-"""``dask scheduler --preload flowcept_dist.integrations.dask.scheduler`` and ``dask worker`` with the preload set
+"""``dask scheduler --preload scheduler_plugins.dask`` and ``dask worker`` with the preload set
 through the ``distributed.worker.preload`` config key, as a job script would start them."""
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def dask_processes(base_env, tmp_path):
     env = dict(os.environ)  # base_env's settings: the processes write into the test's LMDB
     env["FLOWCEPT_TRANSPORT_FLUSH_INTERVAL_S"] = "0.05"
     # the task functions live in this module: the processes must be able to import it
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.dirname(__file__), env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.dirname(__file__), os.path.dirname(os.path.dirname(os.path.dirname(__file__))), env.get("PYTHONPATH")) if p)
     procs = []
     logs = []
 
@@ -55,10 +55,10 @@ def dask_processes(base_env, tmp_path):
 
     try:
         start(["scheduler", "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", ":0",
-               "--preload", "flowcept_dist.integrations.dask.scheduler"])
+               "--preload", "scheduler_plugins.dask"])
         address = f"tcp://127.0.0.1:{port}"
         start(["worker", address, "--nworkers", "1", "--nthreads", "1", "--no-dashboard", "--no-nanny"],
-              {"DASK_DISTRIBUTED__WORKER__PRELOAD": json.dumps(["flowcept_dist.integrations.dask.worker"])})
+              {"DASK_DISTRIBUTED__WORKER__PRELOAD": json.dumps(["worker_plugins.dask"])})
         yield address
     finally:
         for proc in reversed(procs):

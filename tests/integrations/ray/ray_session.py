@@ -14,6 +14,8 @@ import os
 import pytest
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+#: what worker processes and child drivers need on their path: this folder and tests/ (helpers.py)
+TEST_PATHS = [TESTS_DIR, os.path.dirname(os.path.dirname(TESTS_DIR))]
 _state: dict = {"users": 0}
 
 
@@ -29,7 +31,7 @@ def acquire(tmp_path_factory) -> dict:
         with pytest.MonkeyPatch.context() as mp:  # the cluster and its workers start with these settings
             apply_env(mp, env)
             renv = fray.runtime_env()
-            renv["env_vars"]["PYTHONPATH"] = os.pathsep.join(p for p in (TESTS_DIR, os.environ.get("PYTHONPATH")) if p)
+            renv["env_vars"]["PYTHONPATH"] = os.pathsep.join(p for p in (*TEST_PATHS, os.environ.get("PYTHONPATH")) if p)
             renv["env_vars"]["HOME"] = env["HOME"]
             try:
                 ray.init(num_cpus=2, runtime_env=renv, include_dashboard=True, namespace="flowcept-tests",

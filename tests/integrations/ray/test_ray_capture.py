@@ -27,7 +27,7 @@ ray = pytest.importorskip("ray")
 import flowcept_dist.ray as fray  # noqa: E402
 from flowcept_dist import Flowcept  # noqa: E402
 
-TESTS_DIR = ray_session.TESTS_DIR
+TEST_PATHS = ray_session.TEST_PATHS
 
 
 # -- remote functions and actors (workers import this module: tests/ is on their PYTHONPATH) ----
@@ -325,12 +325,12 @@ def test_idle_worker_killed_by_ray_flushes_its_queue(db):
 def test_two_jobs_on_one_cluster_are_kept_apart(db, ray_cluster):
     script = textwrap.dedent(f"""
         import json, sys, ray
-        sys.path.insert(0, {TESTS_DIR!r})
+        sys.path[:0] = {TEST_PATHS!r}
         import flowcept_dist.ray as fray
         from flowcept_dist import Flowcept
         from test_ray_capture import add
         renv = fray.runtime_env()
-        renv["env_vars"]["PYTHONPATH"] = {TESTS_DIR!r}
+        renv["env_vars"]["PYTHONPATH"] = {os.pathsep.join(TEST_PATHS)!r}
         ray.init(address={ray_cluster["gcs_address"]!r}, runtime_env=renv, logging_level="ERROR",
                  log_to_driver=False)
         with Flowcept(workflow_name="second-job") as fc:

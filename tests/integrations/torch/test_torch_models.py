@@ -233,7 +233,7 @@ def train_in_dask(seed):
 
 def test_model_trained_in_a_dask_task_links_to_that_task(base_env):
     distributed = pytest.importorskip("distributed")
-    pytest.importorskip("flowcept_dist.integrations.dask.worker")
+    pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         with Flowcept(workflow_name="dask-train", dask_client=client) as fc:
