@@ -20,7 +20,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RedisProcess, median_spread, side_venv  # noqa: E402
+from _common import RedisProcess, median_spread, side_venv
 
 # One measurement, run in a subprocess: N calls of a tiny decorated function, then a flush.
 CALLS_SCRIPT = r"""
@@ -117,10 +117,10 @@ def bench_decorator(args, redis_port: int | None) -> None:
 
 def bench_ingest(args, redis_port: int) -> None:
     from flowcept_dist.core import pipeline as runtime
-    from flowcept_dist.transports.consumer import tune_gc_for_consumer_process
-    from flowcept_dist.transports.registry import create_consumer
     from flowcept_dist.core.settings import load_settings
     from flowcept_dist.stores.registry import open_store
+    from flowcept_dist.transports.consumer import tune_gc_for_consumer_process
+    from flowcept_dist.transports.registry import create_consumer
 
     n = 50000 if args.quick else 200000
     tmp = tempfile.mkdtemp(prefix="bench-ingest-")

@@ -42,7 +42,7 @@ import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _common import BENCH_DIR, RedisProcess, median_spread, side_venv  # noqa: E402
+from _common import BENCH_DIR, RedisProcess, median_spread, side_venv
 
 MODES = ("plain", "embedded", "redis")
 WORKLOADS = ("busy_1ms", "noop")
@@ -136,8 +136,8 @@ class ModeCluster:
         self.client = Client(self.cluster)
         extra = []
         if mode != "plain":
-            from flowcept_dist.dask import instrument
             from flowcept_dist.core.settings import load_settings
+            from flowcept_dist.dask import instrument
             from flowcept_dist.stores.registry import open_store
 
             overrides = {"store.lmdb_path": os.path.join(tmp, f"lmdb-{mode}"), "transport.stats_dir": self.stats_dir}
@@ -268,12 +268,15 @@ if __name__ == "__main__":
 FLOWCEPT103_SETTINGS = """
 project: {{replace_non_json_serializable: true, enrich_messages: false, db_flush_mode: offline, dump_buffer: {{enabled: false}}}}
 log: {{log_file_level: disable, log_stream_level: disable}}
-telemetry_capture: {{gpu: null, cpu: true, per_cpu: false, process_info: false, mem: true, disk: false, network: false, machine_info: false}}
+telemetry_capture: {{gpu: null, cpu: true, per_cpu: false, process_info: false, mem: true, disk: false, network: false,
+                    machine_info: false}}
 instrumentation: {{enabled: false}}
 mq: {{enabled: true, type: redis, host: 127.0.0.1, port: {port}, channel: interception, buffer_size: 50, insertion_buffer_time_secs: 5}}
 kv_db: {{enabled: false}}
 databases: {{lmdb: {{enabled: false}}, mongodb: {{enabled: false}}}}
-adapters: {{dask: {{kind: dask, worker_should_get_input: true, scheduler_should_get_input: true, worker_should_get_output: true, scheduler_create_timestamps: true, worker_create_timestamps: false}}}}
+adapters:
+  dask: {{kind: dask, worker_should_get_input: true, scheduler_should_get_input: true, worker_should_get_output: true,
+         scheduler_create_timestamps: true, worker_create_timestamps: false}}
 """
 
 

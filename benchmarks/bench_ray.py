@@ -26,10 +26,9 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RedisProcess, median_spread  # noqa: E402
+from _common import RedisProcess, median_spread
 
 JOB_SCRIPT = r"""
 import json, os, sys, time

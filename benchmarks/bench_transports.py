@@ -29,7 +29,7 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RedisProcess, free_port, median_spread  # noqa: E402
+from _common import RedisProcess, free_port, median_spread
 
 TARGET = 50_000
 
@@ -140,9 +140,9 @@ class TimedStore:
 
 
 def bench_ingest(settings, expected: int, store_kind: str, tmp: str):
-    from flowcept_dist.transports.registry import create_consumer
     from flowcept_dist.stores.lmdb import LMDBStore
     from flowcept_dist.stores.mongo import MongoStore
+    from flowcept_dist.transports.registry import create_consumer
 
     db = f"bench_{uuid.uuid4().hex[:8]}"
     if store_kind == "lmdb":

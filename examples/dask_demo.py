@@ -18,7 +18,6 @@ import sys
 import time
 import uuid
 
-
 # -- the workflow's functions (module level: the worker processes import them) ---------------
 
 def load_partition(i: int, n: int = 1_500_000):

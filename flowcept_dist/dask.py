@@ -5,8 +5,15 @@ live): :func:`instrument`, :func:`link_client`, :func:`flush`, :func:`workflow_a
 the plugins. Importing it imports dask; ``import flowcept_dist`` never does.
 """
 
-from flowcept_dist.integrations.dask import (CAMPAIGN_ANNOTATION, WORKFLOW_ANNOTATION, DaskLink, flush, instrument,
-                                             link_client, workflow_annotations)
+from flowcept_dist.integrations.dask import (
+                                             CAMPAIGN_ANNOTATION,
+                                             WORKFLOW_ANNOTATION,
+                                             DaskLink,
+                                             flush,
+                                             instrument,
+                                             link_client,
+                                             workflow_annotations,
+)
 from flowcept_dist.integrations.dask.scheduler import FlowceptSchedulerPlugin
 from flowcept_dist.integrations.dask.worker import FlowceptWorkerPlugin
 

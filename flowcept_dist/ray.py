@@ -5,8 +5,19 @@ live): :func:`runtime_env`, :func:`instrument`, :func:`ray_task`, :func:`drain`,
 actor and the task-event watcher. Importing it does not import ray; its functions do.
 """
 
-from flowcept_dist.integrations.ray import (SETUP_HOOK, consumer_status, drain, instrument, is_instrumented, ray_task,
-                                            runtime_env, start_consumer, stop_consumer, uninstrument, watch_tasks)
+from flowcept_dist.integrations.ray import (
+                                            SETUP_HOOK,
+                                            consumer_status,
+                                            drain,
+                                            instrument,
+                                            is_instrumented,
+                                            ray_task,
+                                            runtime_env,
+                                            start_consumer,
+                                            stop_consumer,
+                                            uninstrument,
+                                            watch_tasks,
+)
 
 __all__ = ["runtime_env", "instrument", "uninstrument", "is_instrumented", "ray_task", "drain", "start_consumer",
            "stop_consumer", "consumer_status", "watch_tasks", "SETUP_HOOK"]

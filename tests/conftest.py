@@ -13,7 +13,6 @@ import threading
 import time
 
 import pytest
-
 from helpers import free_port, poll_for
 from kafka_fixtures import kafka_broker, kafka_settings, kafka_topic  # noqa: F401  (fixtures)
 

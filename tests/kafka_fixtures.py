@@ -12,7 +12,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from helpers import free_port, poll_for
 
 

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import traceback
+from typing import Any
 
 from flowcept_dist.api import links
 from flowcept_dist.core import pipeline as runtime
@@ -72,10 +73,10 @@ class Flowcept:
         self.start_consumer = start_consumer
         self.flush_timeout_s = flush_timeout_s
         self._settings_arg = settings
-        self.settings = None
-        self.pipeline = None
-        self._db = None
-        self._consumer = None
+        self.settings: Any = None  # a Settings once started
+        self.pipeline: Any = None  # the process Pipeline once started
+        self._db: Any = None
+        self._consumer: Any = None
         self._engine_links: list = []
         self._active = False
 

@@ -85,7 +85,7 @@ def flowcept_task(func=None, *, output_names=None, activity_id: str | None = Non
                                  subtype=subtype, tags=tags, adapter_id=adapter_id)
     name = activity_id or func.__name__
     bind = binder(func)
-    extra = {}
+    extra: dict = {}
     if subtype is not None:
         extra["subtype"] = subtype
     if tags is not None:

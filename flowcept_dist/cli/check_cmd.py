@@ -11,9 +11,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from flowcept_dist.transports.registry import create_emitter
     from flowcept_dist.core.settings import load_settings, settings_file_path
     from flowcept_dist.stores.registry import open_store
+    from flowcept_dist.transports.registry import create_emitter
 
     settings = load_settings()
     failures = 0

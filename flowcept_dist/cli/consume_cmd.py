@@ -20,9 +20,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from flowcept_dist.core.settings import load_settings
     from flowcept_dist.transports.consumer import tune_gc_for_consumer_process
     from flowcept_dist.transports.registry import create_consumer
-    from flowcept_dist.core.settings import load_settings
 
     settings = load_settings()
     tune_gc_for_consumer_process()

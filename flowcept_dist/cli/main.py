@@ -13,6 +13,8 @@ import importlib
 import logging
 import sys
 
+from flowcept_dist.cli.errors import CliError
+
 #: command modules, in the order ``--help`` lists them
 COMMAND_MODULES = [
     "flowcept_dist.cli.settings_cmd",
@@ -26,7 +28,6 @@ COMMAND_MODULES = [
 ]
 
 
-from flowcept_dist.cli.errors import CliError  # noqa: F401  (re-exported for command modules)
 
 def build_parser() -> argparse.ArgumentParser:
     from flowcept_dist import __version__

@@ -28,10 +28,9 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from flowcept_dist.api.query import QueryAPI
-    from flowcept_dist.core.settings import load_settings
     from flowcept_dist.cli.errors import CliError
     from flowcept_dist.cli.output import fmt_time, jsonl, table
-
+    from flowcept_dist.core.settings import load_settings
     from flowcept_dist.integrations.torch.catalog import checkpoint_bytes, find_checkpoint, list_models
 
     if args.limit is not None and args.limit < 0:

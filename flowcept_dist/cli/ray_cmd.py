@@ -8,6 +8,7 @@ command's settings (file and ``FLOWCEPT_*`` environment). Importing this module 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 
 from flowcept_dist.cli.errors import CliError
@@ -34,7 +35,7 @@ def _connect(args, settings) -> None:
         raise CliError("ray is not installed: pip install 'flowcept-dist[ray]'") from None
     try:
         ray.init(address=args.address, namespace=args.namespace or settings.ray.namespace,
-                 log_to_driver=False, logging_level="ERROR")
+                 log_to_driver=False, logging_level=logging.ERROR)
     except ConnectionError as exc:
         raise CliError(f"no Ray cluster at {args.address!r}: {exc} (start one with 'ray start --head')") from None
 
@@ -42,8 +43,8 @@ def _connect(args, settings) -> None:
 def run(args) -> int:
     import ray
 
-    from flowcept_dist.integrations.ray.consumer_actor import consumer_status, start_consumer, stop_consumer
     from flowcept_dist.core.settings import load_settings
+    from flowcept_dist.integrations.ray.consumer_actor import consumer_status, start_consumer, stop_consumer
 
     settings = load_settings()
     _connect(args, settings)
@@ -64,6 +65,7 @@ def run(args) -> int:
                 return 1
     finally:
         ray.shutdown()
+    assert report is not None
     if args.json:
         print(json.dumps(report, default=str))
     else:

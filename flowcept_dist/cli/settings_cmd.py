@@ -14,8 +14,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from flowcept_dist.core.settings import DEFAULT_SETTINGS_PATH, SETTINGS_PATH_ENV, render_settings_file
     from flowcept_dist.cli.errors import CliError
+    from flowcept_dist.core.settings import DEFAULT_SETTINGS_PATH, SETTINGS_PATH_ENV, render_settings_file
 
     path = os.path.expanduser(args.path or os.environ.get(SETTINGS_PATH_ENV) or DEFAULT_SETTINGS_PATH)
     if os.path.exists(path) and not args.force:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+_orjson: Any
 try:  # orjson is a core dependency; the fallback keeps a partial install working
     import orjson as _orjson
 except ImportError:  # pragma: no cover
     _orjson = None
 
 import json as _json
-
 
 if _orjson is not None:
     _FAST = _orjson.OPT_SERIALIZE_NUMPY
@@ -23,7 +25,7 @@ if _orjson is not None:
     def loads(data):
         return _orjson.loads(data)
 
-    JSONDecodeError = _orjson.JSONDecodeError
+    JSONDecodeError: type[ValueError] = _orjson.JSONDecodeError
 else:  # pragma: no cover
     def dumps(obj) -> bytes:
         return _json.dumps(obj, default=_default, separators=(",", ":")).encode()

@@ -62,7 +62,7 @@ class Pipeline:
             self.emitter, batch_size=t.batch_size, flush_interval_s=t.flush_interval_s, max_queue=t.max_queue,
             on_full=t.on_full, block_timeout_s=t.block_timeout_s, max_value_bytes=settings.capture.max_value_bytes,
             max_repr_chars=settings.capture.max_repr_chars, context=ctx, stats_dir=t.stats_dir, role=role)
-        self.emit = self.processor.emit
+        self.emit = self.processor.emit  # type: ignore[method-assign]  # the hot path skips a call
         if settings.telemetry.enabled:
             from flowcept_dist.core.telemetry import TelemetrySampler
 

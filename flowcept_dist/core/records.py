@@ -118,7 +118,7 @@ def record_key(record: dict) -> str:
     keyed (the consumer sends such records to the dead-letter stream).
     """
     rtype = record.get("type")
-    field = KEY_FIELD.get(rtype)
+    field = KEY_FIELD.get(rtype) if isinstance(rtype, str) else None
     if field is None:
         raise ValueError(f"record has unknown type {rtype!r}; known types: {sorted(KEY_FIELD)}")
     rid = record.get(field)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+from typing import Any
 
 
 def _load(target: str):
@@ -28,10 +29,10 @@ class Registry:
         self.setting = setting
         self._builtins = dict(builtins)
         self._registered: dict[str, object] = {}
-        self._entry_points: dict[str, object] | None = None
+        self._entry_points: dict[str, Any] | None = None
         self._lock = threading.Lock()
 
-    def _eps(self) -> dict:
+    def _eps(self) -> dict[str, Any]:
         if self._entry_points is None:
             with self._lock:
                 if self._entry_points is None:

@@ -98,7 +98,7 @@ def _summary(obj, repr_chars: int) -> dict:
         if is_torch and hasattr(obj, "numel"):
             out["size"] = int(obj.numel())
             out["nbytes"] = int(obj.numel()) * int(obj.element_size())
-        elif hasattr(obj, "size") and not callable(getattr(obj, "size")):
+        elif hasattr(obj, "size") and not callable(obj.size):
             out["size"] = int(obj.size)
             if hasattr(obj, "nbytes"):
                 out["nbytes"] = int(obj.nbytes)

@@ -13,8 +13,9 @@ it came from, and the allowed values.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 ENV_PREFIX = "FLOWCEPT_"
 SETTINGS_PATH_ENV = "FLOWCEPT_SETTINGS_PATH"
@@ -241,8 +242,12 @@ class Settings:
         for name, vals in values.items():
             object.__setattr__(self, name, Section(name, vals))
 
+    def __getattr__(self, name: str) -> Section:
+        # only reached for a section that does not exist (sections are set in __init__)
+        raise AttributeError(f"settings have no section {name!r}; sections: {', '.join(self._values)}")
+
     def as_dict(self, redact: bool = True) -> dict[str, dict[str, Any]]:
-        out = {}
+        out: dict[str, dict[str, Any]] = {}
         for section, vals in self._values.items():
             out[section] = {}
             for key, val in vals.items():

@@ -15,7 +15,6 @@ import threading
 import time
 
 
-
 class PipelineStats:
     """Counters of one process's pipeline. Updated by the processor thread and by enqueue."""
 
@@ -100,7 +99,7 @@ def prune_snapshots(stats_dir: str, max_age_s: float = SNAPSHOT_MAX_AGE_S) -> No
 
 
 def read_snapshots(stats_dir: str) -> list[dict]:
-    out = []
+    out: list[dict] = []
     try:
         names = sorted(os.listdir(stats_dir))
     except FileNotFoundError:

@@ -23,7 +23,7 @@ from flowcept_dist.core import jsonfmt
 from flowcept_dist.core.records import record_key
 from flowcept_dist.stores.base import Store
 from flowcept_dist.stores.merge import merge_records
-from flowcept_dist.stores.query import QueryError, get_path, run_query, validate_filter, _MISSING
+from flowcept_dist.stores.query import _MISSING, get_path, run_query, validate_filter
 
 INDEXED_FIELDS = ("workflow_id", "parent_task_id", "campaign_id", "status", "type")
 #: Sparse indexes: these values are so common that indexing them would cost a write per record and
@@ -37,7 +37,7 @@ _envs_lock = threading.Lock()
 def _index_value(value, field: str | None = None) -> bytes | None:
     if value is None or isinstance(value, (dict, list)):
         return None
-    skip = UNINDEXED_VALUES.get(field)
+    skip = UNINDEXED_VALUES.get(field) if field is not None else None
     if skip is not None and value in skip:
         return None
     return str(value).encode()[:400]
@@ -254,7 +254,7 @@ class LMDBStore(Store):
         env, dbs = self._handles()
         last = after.encode() if after is not None else None
         while True:
-            out = []
+            out: list = []
             with env.begin() as txn:
                 cur = txn.cursor(db=dbs["records"])
                 ok = cur.set_range(last) if last is not None else cur.first()

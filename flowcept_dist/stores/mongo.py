@@ -203,7 +203,7 @@ class MongoStore(Store):
             if n == 0:
                 continue  # duplicates of what is stored: nothing to write
             version = doc.get("_v") if doc is not None else None
-            body = dict(new, _id=key, _v=(version or 0) + 1, _w=token)
+            body = dict(new or {}, _id=key, _v=(version or 0) + 1, _w=token)
             ops.append(InsertOne(body) if doc is None else ReplaceOne({"_id": key, "_v": version}, body))
             counts[key] = n
         return ops, counts

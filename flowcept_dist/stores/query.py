@@ -9,7 +9,8 @@ matches, and values of different types never compare as equal or ordered.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 _MISSING = object()
 
@@ -164,16 +165,17 @@ def project(doc: dict, projection: Any) -> dict:
             if val is _MISSING:
                 continue
             parts = path.split(".")
-            cur = out
+            node = out
             for p in parts[:-1]:
-                cur = cur.setdefault(p, {})
-            cur[parts[-1]] = val
+                node = node.setdefault(p, {})
+            node[parts[-1]] = val
         return out
     out = dict(doc)
     for path in exclude:
         parts = path.split(".")
-        cur = out
+        cur: dict | None = out
         for p in parts[:-1]:
+            assert cur is not None
             nxt = cur.get(p)
             if not isinstance(nxt, dict):
                 cur = None

@@ -106,10 +106,10 @@ class Consumer(abc.ABC):
     def lag(self) -> dict:
         """{'pending': entries delivered but not acknowledged, 'lag': entries not yet delivered}."""
 
-    def housekeeping(self) -> None:
+    def housekeeping(self) -> None:  # noqa: B027  (optional hook)
         """Called between polls (trim, periodic re-claim)."""
 
-    def teardown(self) -> None:
+    def teardown(self) -> None:  # noqa: B027  (optional hook)
         """Release connections."""
 
     # -- shared loop ------------------------------------------------------------

@@ -4,8 +4,8 @@ import threading
 import pytest
 
 from flowcept_dist import Flowcept, FlowceptLoop, flowcept, flowcept_task
-from flowcept_dist.core import pipeline as runtime
 from flowcept_dist.api.task import current_task_id
+from flowcept_dist.core import pipeline as runtime
 
 
 @flowcept_task(output_names="o1")

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from helpers import free_port
 
 COMMANDS = ["init-settings", "check", "consume", "query", "workflows", "status"]

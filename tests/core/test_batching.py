@@ -3,11 +3,11 @@ import os
 import threading
 
 import pytest
+from helpers import poll_for
 
 from flowcept_dist.core.batching import BatchProcessor
 from flowcept_dist.transports.base import Emitter, ExportResult, ExportStatus
 from flowcept_dist.transports.memory import MemoryEmitter
-from helpers import poll_for
 
 
 class GateEmitter(MemoryEmitter):

@@ -29,7 +29,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from helpers import free_port, poll_for
 
 REPO = Path(__file__).resolve().parents[2]

@@ -20,12 +20,12 @@ import threading
 import uuid
 
 import pytest
+from helpers import free_port
 
 from flowcept_dist.cli.migrate_cmd import migrate
 from flowcept_dist.stores.lmdb import LMDBStore
 from flowcept_dist.stores.mongo import MongoStore
 from flowcept_dist.stores.query import QueryError, matches
-from helpers import free_port
 
 MONGO_URI = os.environ.get("FLOWCEPT_TEST_MONGO_URI")
 

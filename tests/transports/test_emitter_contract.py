@@ -17,13 +17,12 @@ import sys
 import threading
 
 import pytest
+from helpers import free_port, poll_for
 
 from flowcept_dist.core import pipeline as runtime
-from flowcept_dist.transports.registry import CONSUMERS, create_consumer
-from flowcept_dist.transports.memory import MemoryEmitter
-from flowcept_dist.transports.registry import create_emitter
 from flowcept_dist.stores.lmdb import LMDBStore
-from helpers import free_port, poll_for
+from flowcept_dist.transports.memory import MemoryEmitter
+from flowcept_dist.transports.registry import CONSUMERS, create_consumer, create_emitter
 
 TRANSPORTS = ["direct", "memory", "redis_streams", "kafka"]
 CONSUMED = [t for t in TRANSPORTS if t in CONSUMERS.names()]
@@ -89,7 +88,8 @@ class Rig:
         """(data, reason) of every dead letter so far."""
         if self.name == "redis_streams":
             return [(f[b"data"], f[b"reason"].decode()) for _id, f in self.redis.xrange(self.settings.redis.dead_letter_stream)]
-        return [(m.value(), dict(m.headers())["reason"].decode()) for m in read_topic(self.bootstrap, self.settings.kafka.dead_letter_topic)]
+        dead = read_topic(self.bootstrap, self.settings.kafka.dead_letter_topic)
+        return [(m.value(), dict(m.headers())["reason"].decode()) for m in dead]
 
     # -- consuming ------------------------------------------------------------------------------------
     def consumer(self, name: str = "c1"):

@@ -7,14 +7,14 @@ import subprocess
 import sys
 
 import pytest
+from helpers import free_port, poll_for
 
 from flowcept_dist import Flowcept, flowcept_task
 from flowcept_dist.core import pipeline as runtime
-from flowcept_dist.transports.registry import create_consumer
-from flowcept_dist.transports.redis.emitter import ENTRY_FIELD
-from flowcept_dist.transports.redis.consumer import safe_trim_id
 from flowcept_dist.stores.registry import open_store
-from helpers import free_port, poll_for
+from flowcept_dist.transports.redis.consumer import safe_trim_id
+from flowcept_dist.transports.redis.emitter import ENTRY_FIELD
+from flowcept_dist.transports.registry import create_consumer
 
 
 def produce(settings, n, prefix="t"):

@@ -23,9 +23,17 @@ import logging
 
 import dask
 
-from flowcept_dist.integrations.dask.common import (CAMPAIGN_ANNOTATION, SCHEDULER_PLUGIN_NAME, WORKER_PLUGIN_NAME,
-                                                    WORKFLOW_ANNOTATION, compute_times, format_error, link_fields,
-                                                    settings_overrides, task_id)
+from flowcept_dist.integrations.dask.common import (
+    CAMPAIGN_ANNOTATION,
+    SCHEDULER_PLUGIN_NAME,
+    WORKER_PLUGIN_NAME,
+    WORKFLOW_ANNOTATION,
+    compute_times,
+    format_error,
+    link_fields,
+    settings_overrides,
+    task_id,
+)
 from flowcept_dist.integrations.dask.spec import SpecReader
 
 log = logging.getLogger(__name__)

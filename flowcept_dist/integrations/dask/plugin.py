@@ -7,6 +7,8 @@ Constructors keep only picklable configuration (the settings overrides); pipelin
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncio
 import logging
 
@@ -27,7 +29,7 @@ class CapturePlugin:
         self._init_runtime()
 
     def _init_runtime(self) -> None:
-        self.pipeline = None
+        self.pipeline: Any = None  # a Pipeline while the plugin runs
         self.hook_errors = 0
         self._errors = LogOnce(log, level=logging.ERROR)
 

@@ -26,13 +26,21 @@ logged once and counted in ``hook_errors``). The pipeline's own thread sanitizes
 
 from __future__ import annotations
 
+from typing import Any
+
 import logging
 import time
 
 from distributed import SchedulerPlugin
 
 from flowcept_dist.core.records import AdapterId, RecordType, Status, new_id
-from flowcept_dist.integrations.dask.common import SCHEDULER_PLUGIN_NAME, compute_times, format_error, link_fields, task_id
+from flowcept_dist.integrations.dask.common import (
+    SCHEDULER_PLUGIN_NAME,
+    compute_times,
+    format_error,
+    link_fields,
+    task_id,
+)
 from flowcept_dist.integrations.dask.plugin import CapturePlugin
 from flowcept_dist.integrations.dask.spec import SpecReader
 
@@ -64,10 +72,10 @@ class FlowceptSchedulerPlugin(CapturePlugin, SchedulerPlugin):
 
     def _init_runtime(self) -> None:
         super()._init_runtime()
-        self.scheduler = None
+        self.scheduler: Any = None
         self._inflight: set = set()  # keys submitted and not yet memory/erred/forgotten
         self._workers: dict[str, dict] = {}
-        self._spec = None
+        self._spec: Any = None
         self._idle_check_pending = False
         self._ended = 0  # tasks ended: the idle check looks for a quiet period, not a snapshot
 
@@ -189,7 +197,7 @@ class FlowceptSchedulerPlugin(CapturePlugin, SchedulerPlugin):
             self._error("idle flush failed", exc)
 
     def _error_record(self, key, start, kwargs) -> dict:
-        rec = {"type": _TASK, "task_id": task_id(key), "status": _ERROR, "adapter_id": _DASK}
+        rec: dict = {"type": _TASK, "task_id": task_id(key), "status": _ERROR, "adapter_id": _DASK}
         exc_text, tb_text = kwargs.get("exception_text"), kwargs.get("traceback_text")
         ts = self.scheduler.tasks.get(key) if self.scheduler is not None else None
         if exc_text is None and ts is not None:
@@ -233,7 +241,7 @@ class FlowceptSchedulerPlugin(CapturePlugin, SchedulerPlugin):
                     "memory_limit": ws.memory_limit}
             self._workers[address] = info
         else:
-            info = self._workers.pop(address, None) or {}
+            info = self._workers.pop(address, {})
         rec = {"type": _TELEMETRY, "telemetry_id": new_id(), "subtype": "worker_event", "event": event,
                "address": address, "timestamp": now, "worker": info, "adapter_id": _DASK}
         sched = getattr(self.scheduler, "address", None)

@@ -84,7 +84,7 @@ class SpecReader:
                 except TypeError:
                     pass
             names, star, n = shape
-            used = {}
+            used: dict = {}
             defaults = func.__defaults__
             if defaults:
                 used.update(zip(names[n - len(defaults):], defaults))

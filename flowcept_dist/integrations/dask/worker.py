@@ -34,6 +34,8 @@ and counted in ``hook_errors``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import logging
 import time
 
@@ -83,10 +85,10 @@ class FlowceptWorkerPlugin(CapturePlugin, WorkerPlugin):
 
     def _init_runtime(self) -> None:
         super()._init_runtime()
-        self.worker = None
+        self.worker: Any = None
         self._address = None
-        self._tasks = None
-        self._spec = None
+        self._tasks: Any = None
+        self._spec: Any = None
         self._last_stats = None
         self._idle_check_pending = False
         self._ended = 0  # tasks ended here: the idle check looks for a quiet period, not a snapshot

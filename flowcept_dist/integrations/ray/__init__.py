@@ -49,8 +49,8 @@ def runtime_env(settings=None, *, base: dict | None = None, instrument: bool = T
     ``base``: a runtime_env of yours to extend (its own ``env_vars`` win). ``instrument``: also
     call :func:`instrument` in this process (the driver), so its submissions are captured.
     """
-    from flowcept_dist.integrations.ray.consumer_actor import settings_env
     from flowcept_dist.core.settings import SCHEMA, Settings, load_settings
+    from flowcept_dist.integrations.ray.consumer_actor import settings_env
 
     env = {k: v for k, v in os.environ.items() if k.startswith("FLOWCEPT_")}
     if not include_secrets:

@@ -20,6 +20,8 @@ the class the user hands us). This module imports ray; ``import flowcept_dist`` 
 
 from __future__ import annotations
 
+from typing import Any
+
 import contextvars
 import inspect
 import logging
@@ -79,7 +81,7 @@ def process_ids() -> dict:
     pid = os.getpid()
     if _ids_pid == pid:
         return _ids
-    ids = {"pid": pid}
+    ids: dict = {"pid": pid}
     try:
         rc = ray.get_runtime_context()
         ids["job_id"] = rc.get_job_id()
@@ -192,16 +194,16 @@ class _Spec:
         self.name = name
         self.subtype = subtype
         self.method = method
-        self._bind = None
-        self._names = None
+        self._bind: Any = None
+        self._names: Any = None
 
     def __getstate__(self):
         return {"fn": self.fn, "name": self.name, "subtype": self.subtype, "method": self.method}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self._bind = None
-        self._names = None
+        self._bind: Any = None
+        self._names: Any = None
 
     def bind(self, args, kwargs) -> dict:
         if self._bind is None:

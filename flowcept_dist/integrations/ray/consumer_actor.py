@@ -26,7 +26,6 @@ import socket
 import threading
 import time
 
-
 log = logging.getLogger(__name__)
 
 ACTOR_CLASS_NAME = "FlowceptConsumerActor"

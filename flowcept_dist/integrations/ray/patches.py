@@ -25,6 +25,8 @@ generator tasks and methods, static/class methods and cross-language calls are n
 
 from __future__ import annotations
 
+from typing import Any
+
 import atexit
 import functools
 import logging
@@ -58,7 +60,8 @@ def attempt_number() -> int:
     import ray
 
     try:
-        return int(ray._private.worker.global_worker.core_worker.get_current_task_attempt_number())
+        worker: Any = ray._private.worker.global_worker
+        return int(worker.core_worker.get_current_task_attempt_number())
     except Exception:
         return 0
 
@@ -200,8 +203,8 @@ def instrument() -> bool:
         _orig["function"] = RemoteFunction._remote
         _orig["actor"] = ActorClass._remote
         _orig["shutdown"] = ray.shutdown
-        RemoteFunction._remote = _make_function_remote(_orig["function"])
-        ActorClass._remote = _make_actor_remote(_orig["actor"])
+        RemoteFunction._remote = _make_function_remote(_orig["function"])  # type: ignore[method-assign]
+        ActorClass._remote = _make_actor_remote(_orig["actor"])  # type: ignore[method-assign]
         ray.shutdown = _make_shutdown(_orig["shutdown"])
         if not _atexit_registered:
             # registered after ray's own atexit shutdown, so it runs before it (LIFO)
@@ -220,8 +223,8 @@ def uninstrument() -> bool:
     with _lock:
         if not _orig:
             return False
-        RemoteFunction._remote = _orig.pop("function")
-        ActorClass._remote = _orig.pop("actor")
+        RemoteFunction._remote = _orig.pop("function")  # type: ignore[method-assign]
+        ActorClass._remote = _orig.pop("actor")  # type: ignore[method-assign]
         ray.shutdown = _orig.pop("shutdown")
     return True
 

@@ -11,6 +11,8 @@ on the class it is given; :func:`ray_task` is the explicit decorator. See
 
 from __future__ import annotations
 
+from typing import Any
+
 import functools
 import inspect
 
@@ -41,8 +43,9 @@ def wrap_function(fn, activity_id: str | None = None):
 
     functools.update_wrapper(flowcept_ray_task, fn)
     # __wrapped__ stays: inspect.signature stops at __signature__, so Ray validates against it
-    flowcept_ray_task.__signature__ = _signature_with_ctx(fn)
-    flowcept_ray_task.__ray_invocation_decorator__ = _compose(getattr(fn, "__ray_invocation_decorator__", None))
+    wrapper: Any = flowcept_ray_task
+    wrapper.__signature__ = _signature_with_ctx(fn)
+    wrapper.__ray_invocation_decorator__ = _compose(getattr(fn, "__ray_invocation_decorator__", None))
     setattr(flowcept_ray_task, FLAG, True)
     return flowcept_ray_task
 
@@ -51,20 +54,24 @@ def wrap_method(fn, class_name: str, name: str):
     """The captured version of an actor method (``__init__`` is the actor creation task)."""
     subtype = "actor_creation_task" if name == "__init__" else "actor_task"
     spec = _Spec(fn, f"{class_name}.{name}", subtype, method=True)
+    method: Any
     if inspect.iscoroutinefunction(fn):
         async def flowcept_ray_method(self, *args, _flowcept_ctx=None, **kwargs):
             return await _acall(spec, (self,) + args, kwargs, _flowcept_ctx)
+
+        method = flowcept_ray_method
     else:
-        def flowcept_ray_method(self, *args, _flowcept_ctx=None, **kwargs):
+        def flowcept_ray_method_sync(self, *args, _flowcept_ctx=None, **kwargs):
             return _call(spec, (self,) + args, kwargs, _flowcept_ctx)
 
-    functools.update_wrapper(flowcept_ray_method, fn)
+        method = flowcept_ray_method_sync
+    functools.update_wrapper(method, fn)
     # Ray reads actor method signatures and decorators from inspect.unwrap(method): stop it here
-    del flowcept_ray_method.__wrapped__
-    flowcept_ray_method.__signature__ = _signature_with_ctx(fn)
-    flowcept_ray_method.__ray_invocation_decorator__ = _compose(getattr(fn, "__ray_invocation_decorator__", None))
-    setattr(flowcept_ray_method, FLAG, True)
-    return flowcept_ray_method
+    del method.__wrapped__
+    method.__signature__ = _signature_with_ctx(fn)
+    method.__ray_invocation_decorator__ = _compose(getattr(fn, "__ray_invocation_decorator__", None))
+    setattr(method, FLAG, True)
+    return method
 
 
 def wrap_class_methods(cls, class_name: str | None = None) -> list[str]:

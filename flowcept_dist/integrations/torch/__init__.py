@@ -1,4 +1,5 @@
-"""PyTorch integration (public name: ``torch_hooks``): PyTorch epoch / batch / forward / layer capture, and checkpoints linked to provenance.
+"""PyTorch integration (public name: ``torch_hooks``): epoch / batch / forward / layer capture,
+and checkpoints linked to provenance.
 
 ``from torch_hooks import instrument, uninstrument, training, evaluation, epochs, batches, torch_task,
 save_model, load_model, list_models``

@@ -24,10 +24,9 @@ import os
 import socket
 import time
 
-from flowcept_dist.core import pipeline as runtime
 from flowcept_dist.api.context import current_workflow
+from flowcept_dist.core import pipeline as runtime
 from flowcept_dist.core.records import SCHEMA_VERSION, AdapterId, RecordType, new_id
-
 from flowcept_dist.integrations.torch.catalog import SUBTYPE, checkpoint_bytes, find_checkpoint
 from flowcept_dist.integrations.torch.context import links
 from flowcept_dist.integrations.torch.loops import model_facts
@@ -82,7 +81,7 @@ def save_model(model, name: str | None = None, *, metadata: dict | None = None, 
     settings = p.settings
     parent, wf_id, camp = links()
     object_id = new_id()
-    rec = {"type": RecordType.OBJECT.value, "object_id": object_id, "subtype": SUBTYPE,
+    rec: dict = {"type": RecordType.OBJECT.value, "object_id": object_id, "subtype": SUBTYPE,
            "adapter_id": AdapterId.TORCH.value,
            "name": name or (type(model).__name__ if is_module else "state_dict"),
            "workflow_id": workflow_id or wf_id, "campaign_id": camp, "parent_task_id": task_id or parent,

@@ -24,6 +24,6 @@ current_batch_index: contextvars.ContextVar[int | None] = contextvars.ContextVar
                                                                                   default=None)
 
 
-def ErrorCounter(what: str) -> LogOnce:  # noqa: N802  (kept as the name hooks were built with)
+def ErrorCounter(what: str) -> LogOnce:
     """Counts errors inside hooks and logs the first of each kind (``.count``: how many)."""
     return LogOnce(log, what)

@@ -39,8 +39,13 @@ import weakref
 
 from flowcept_dist.api.task import current_task_id
 from flowcept_dist.core.records import AdapterId, RecordType, Status, new_id
-
-from flowcept_dist.integrations.torch.context import ErrorCounter, active_pipeline, current_batch_index, links, restore_task_id
+from flowcept_dist.integrations.torch.context import (
+    ErrorCounter,
+    active_pipeline,
+    current_batch_index,
+    links,
+    restore_task_id,
+)
 from flowcept_dist.integrations.torch.summary import summarize
 
 _now = time.time
@@ -113,7 +118,7 @@ class Instrumentation:
                 return
             parent, wf_id, camp = links()
             tid = new_id()
-            meta = {"training": bool(module.training)}
+            meta: dict = {"training": bool(module.training)}
             if bi is not None:
                 meta["batch_index"] = bi
             rec = {"type": _TASK, "task_id": tid, "activity_id": self.name, "subtype": "forward",

@@ -34,11 +34,17 @@ or ``@torch_task``. Capture code never raises into the training loop.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from flowcept_dist.api.task import current_task_id, error_fields
 from flowcept_dist.core.records import AdapterId, RecordType, Status, new_id
-
-from flowcept_dist.integrations.torch.context import ErrorCounter, active_pipeline, current_batch_index, links, restore_task_id
+from flowcept_dist.integrations.torch.context import (
+    ErrorCounter,
+    active_pipeline,
+    current_batch_index,
+    links,
+    restore_task_id,
+)
 from flowcept_dist.integrations.torch.summary import hold_metric, metric_value, module_summary, summarize
 
 _now = time.time
@@ -132,9 +138,9 @@ class RunScope:
         self.tags = list(tags) if tags else None
         self.task_id: str | None = None
         self._pending = _Pending()
-        self._rec = None
-        self._p = None
-        self._token = None
+        self._rec: dict | None = None
+        self._p: Any = None
+        self._token: Any = None
 
     def __enter__(self) -> "RunScope":
         try:

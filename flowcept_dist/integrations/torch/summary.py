@@ -22,7 +22,7 @@ _PLAIN = (str, int, float, bool, type(None))
 
 def tensor_summary(t) -> dict:
     """``{"type", "shape", "dtype", "device", "bytes"}`` of a tensor-like value; fields that fail are left out."""
-    out = {"type": type_name(t)}
+    out: dict = {"type": type_name(t)}
     try:
         out["shape"] = [int(d) for d in t.shape]
     except Exception:

@@ -29,6 +29,8 @@ always seen. It covers only the partitions assigned to this consumer.
 
 from __future__ import annotations
 
+from typing import Any
+
 import socket
 import threading
 import time
@@ -57,8 +59,8 @@ class KafkaStreamConsumer(Consumer):
         self.group = group or k.group
         self.name = name or f"{socket.gethostname()}-consumer"
         self.dead_topic = k.dead_letter_topic
-        self._consumer = None
-        self._dlq = None
+        self._consumer: Any = None  # confluent_kafka.Consumer once set up
+        self._dlq: Any = None
         # bookkeeping read by lag() from other threads, written by the consumer thread
         self._lock = threading.Lock()
         self._assigned: set[int] = set()

@@ -104,7 +104,7 @@ class KafkaEmitter(Emitter):
             for rec in batch:
                 value = rec.get(field)
                 if value is None:
-                    value = rec.get(KEY_FIELD.get(rec.get("type"), "task_id"))
+                    value = rec.get(KEY_FIELD.get(str(rec.get("type")), "task_id"))
                 try:
                     part = memo.get(value)
                 except TypeError:  # an unhashable id: hash its text
@@ -115,7 +115,7 @@ class KafkaEmitter(Emitter):
                 if group is None:
                     group = groups[part] = []
                 group.append(rec)
-        out = []
+        out: list[tuple] = []
         per, max_bytes = k.message_max_records, k.message_max_bytes
         for part, recs in groups.items():
             for i in range(0, len(recs), per):
@@ -204,7 +204,7 @@ class KafkaEmitter(Emitter):
         from confluent_kafka import KafkaError, KafkaException
 
         topic = self.settings.kafka.topic
-        results = [_PENDING] * len(messages)
+        results: list = [_PENDING] * len(messages)
 
         def report(i):
             def cb(err, msg):

@@ -6,8 +6,8 @@ import socket
 import time
 
 from flowcept_dist.transports.consumer import Consumer
-from flowcept_dist.transports.redis.emitter import ENTRY_FIELD
 from flowcept_dist.transports.redis.client import redis_client, unreachable_message
+from flowcept_dist.transports.redis.emitter import ENTRY_FIELD
 
 
 def _next_id(entry_id: str) -> str:

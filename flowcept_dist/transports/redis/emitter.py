@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 
 from flowcept_dist.core import jsonfmt
-from flowcept_dist.transports.redis.client import ServiceUnavailable, ping, redis_client, unreachable_message
 from flowcept_dist.transports.base import Emitter, ExportResult, ExportStatus
+from flowcept_dist.transports.redis.client import ServiceUnavailable, ping, redis_client, unreachable_message
 
 ENTRY_FIELD = b"d"
 

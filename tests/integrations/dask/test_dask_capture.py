@@ -10,20 +10,18 @@ import os
 import threading
 
 import pytest
-
 from helpers import poll_for
 
 dask = pytest.importorskip("dask")
 distributed = pytest.importorskip("distributed")
 np = pytest.importorskip("numpy")
 
-import flowcept_dist.dask as fdask  # noqa: E402
-from flowcept_dist import Flowcept, flowcept_task  # noqa: E402
-from flowcept_dist.core.settings import load_settings  # noqa: E402
-from flowcept_dist.stores.lmdb import LMDBStore  # noqa: E402
-from scheduler_plugins.dask import FlowceptSchedulerPlugin  # noqa: E402
-from worker_plugins.dask import FlowceptWorkerPlugin  # noqa: E402
-
+import flowcept_dist.dask as fdask
+from flowcept_dist import Flowcept, flowcept_task
+from flowcept_dist.core.settings import load_settings
+from flowcept_dist.stores.lmdb import LMDBStore
+from scheduler_plugins.dask import FlowceptSchedulerPlugin
+from worker_plugins.dask import FlowceptWorkerPlugin
 
 # -- task functions (importable by the worker processes) ------------------------------------
 

@@ -12,14 +12,13 @@ import signal
 import time
 
 import pytest
-
 from helpers import free_port, poll_for
 
 distributed = pytest.importorskip("distributed")
 
-import flowcept_dist.dask as fdask  # noqa: E402
-from flowcept_dist.core.settings import load_settings  # noqa: E402
-from flowcept_dist.stores.lmdb import LMDBStore  # noqa: E402
+import flowcept_dist.dask as fdask
+from flowcept_dist.core.settings import load_settings
+from flowcept_dist.stores.lmdb import LMDBStore
 
 
 def slow_square(x):

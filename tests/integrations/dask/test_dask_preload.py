@@ -9,13 +9,12 @@ import subprocess
 import sys
 
 import pytest
-
 from helpers import free_port, poll_for
 
 distributed = pytest.importorskip("distributed")
 
-from flowcept_dist.core.settings import load_settings  # noqa: E402
-from flowcept_dist.stores.lmdb import LMDBStore  # noqa: E402
+from flowcept_dist.core.settings import load_settings
+from flowcept_dist.stores.lmdb import LMDBStore
 
 
 def inc(x):
@@ -43,7 +42,8 @@ def dask_processes(base_env, tmp_path):
     env = dict(os.environ)  # base_env's settings: the processes write into the test's LMDB
     env["FLOWCEPT_TRANSPORT_FLUSH_INTERVAL_S"] = "0.05"
     # the task functions live in this module: the processes must be able to import it
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.dirname(__file__), os.path.dirname(os.path.dirname(os.path.dirname(__file__))), env.get("PYTHONPATH")) if p)
+    here = os.path.dirname(os.path.abspath(__file__))  # and tests/, for helpers.py
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.path.dirname(os.path.dirname(here)), env.get("PYTHONPATH")) if p)
     procs = []
     logs = []
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import pytest
-
 from helpers import poll_for
 
 distributed = pytest.importorskip("distributed")
 
-from flowcept_dist import Flowcept  # noqa: E402
-from flowcept_dist.transports.registry import create_consumer  # noqa: E402
-from flowcept_dist.stores.registry import open_store  # noqa: E402
+from flowcept_dist import Flowcept
+from flowcept_dist.stores.registry import open_store
+from flowcept_dist.transports.registry import create_consumer
 
 
 def inc(x):

@@ -11,11 +11,11 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from dask import _task_spec as ts  # noqa: E402
+from dask import _task_spec as ts
 
-from flowcept_dist.integrations.dask import SpecReader, task_id, workflow_annotations  # noqa: E402
-from scheduler_plugins.dask import FlowceptSchedulerPlugin  # noqa: E402
-from worker_plugins.dask import FlowceptWorkerPlugin  # noqa: E402
+from flowcept_dist.integrations.dask import SpecReader, task_id, workflow_annotations
+from scheduler_plugins.dask import FlowceptSchedulerPlugin
+from worker_plugins.dask import FlowceptWorkerPlugin
 
 
 def train(data, lr, *rest, epochs=1, **options):

@@ -15,17 +15,15 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
-
 import ray_session
 from helpers import poll_for
 
 ray = pytest.importorskip("ray")
 
-import flowcept_dist.ray as fray  # noqa: E402
-from flowcept_dist import Flowcept  # noqa: E402
+import flowcept_dist.ray as fray
+from flowcept_dist import Flowcept
 
 TEST_PATHS = ray_session.TEST_PATHS
 

@@ -13,15 +13,13 @@ import subprocess
 import sys
 
 import pytest
-
-import ray_session
 from helpers import poll_for
 
 ray = pytest.importorskip("ray")
 
-import flowcept_dist.ray as fray  # noqa: E402
-from flowcept_dist import Flowcept  # noqa: E402
-from flowcept_dist.core.settings import load_settings  # noqa: E402
+import flowcept_dist.ray as fray
+from flowcept_dist import Flowcept
+from flowcept_dist.core.settings import load_settings
 
 
 @ray.remote

@@ -11,13 +11,13 @@ import threading
 import pytest
 
 torch = pytest.importorskip("torch")
-from torch import nn  # noqa: E402
+from torch import nn
 
-import torch_hooks as th  # noqa: E402
-from flowcept_dist import Flowcept  # noqa: E402
-from flowcept_dist.core import pipeline as runtime  # noqa: E402
-from flowcept_dist.api.decorators import flowcept_task  # noqa: E402
-from flowcept_dist.api.task import current_task_id  # noqa: E402
+import torch_hooks as th
+from flowcept_dist import Flowcept
+from flowcept_dist.api.decorators import flowcept_task
+from flowcept_dist.api.task import current_task_id
+from flowcept_dist.core import pipeline as runtime
 
 
 class Block(nn.Module):

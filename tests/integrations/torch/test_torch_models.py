@@ -11,14 +11,14 @@ import pickle
 import pytest
 
 torch = pytest.importorskip("torch")
-from torch import nn  # noqa: E402
+from torch import nn
 
-import torch_hooks as th  # noqa: E402
-from flowcept_dist import Flowcept, QueryAPI  # noqa: E402
-from flowcept_dist.core import pipeline as runtime  # noqa: E402
-from flowcept_dist.api.decorators import flowcept_task  # noqa: E402
-from flowcept_dist.cli.main import main as cli  # noqa: E402
-from flowcept_dist.stores.lmdb import LMDBStore  # noqa: E402
+import torch_hooks as th
+from flowcept_dist import Flowcept, QueryAPI
+from flowcept_dist.api.decorators import flowcept_task
+from flowcept_dist.cli.main import main as cli
+from flowcept_dist.core import pipeline as runtime
+from flowcept_dist.stores.lmdb import LMDBStore
 
 
 class MLP(nn.Module):
