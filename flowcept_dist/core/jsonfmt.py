@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json as _json
 from typing import Any
 
 _orjson: Any
@@ -9,8 +10,6 @@ try:  # orjson is a core dependency; the fallback keeps a partial install workin
     import orjson as _orjson
 except ImportError:  # pragma: no cover
     _orjson = None
-
-import json as _json
 
 if _orjson is not None:
     _FAST = _orjson.OPT_SERIALIZE_NUMPY

@@ -7,10 +7,9 @@ Constructors keep only picklable configuration (the settings overrides); pipelin
 
 from __future__ import annotations
 
-from typing import Any
-
 import asyncio
 import logging
+from typing import Any
 
 from flowcept_dist.core.logging import LogOnce, _text
 from flowcept_dist.integrations.dask.common import settings_overrides

@@ -26,10 +26,9 @@ logged once and counted in ``hook_errors``). The pipeline's own thread sanitizes
 
 from __future__ import annotations
 
-from typing import Any
-
 import logging
 import time
+from typing import Any
 
 from distributed import SchedulerPlugin
 

@@ -34,10 +34,9 @@ and counted in ``hook_errors``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import logging
 import time
+from typing import Any
 
 from distributed import WorkerPlugin
 

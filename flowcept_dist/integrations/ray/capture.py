@@ -20,13 +20,12 @@ the class the user hands us). This module imports ray; ``import flowcept_dist`` 
 
 from __future__ import annotations
 
-from typing import Any
-
 import contextvars
 import inspect
 import logging
 import os
 import time
+from typing import Any
 
 import ray
 from ray import ObjectRef

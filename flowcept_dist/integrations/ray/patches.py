@@ -25,13 +25,12 @@ generator tasks and methods, static/class methods and cross-language calls are n
 
 from __future__ import annotations
 
-from typing import Any
-
 import atexit
 import functools
 import logging
 import threading
 import weakref
+from typing import Any
 
 log = logging.getLogger(__name__)
 

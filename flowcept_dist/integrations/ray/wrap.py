@@ -11,10 +11,9 @@ on the class it is given; :func:`ray_task` is the explicit decorator. See
 
 from __future__ import annotations
 
-from typing import Any
-
 import functools
 import inspect
+from typing import Any
 
 from flowcept_dist.integrations.ray.capture import CTX_KW, FLAG, _acall, _call, _compose, _Spec
 

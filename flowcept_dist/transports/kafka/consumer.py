@@ -29,11 +29,10 @@ always seen. It covers only the partitions assigned to this consumer.
 
 from __future__ import annotations
 
-from typing import Any
-
 import socket
 import threading
 import time
+from typing import Any
 
 from flowcept_dist.core import jsonfmt
 from flowcept_dist.transports.consumer import Consumer
