@@ -28,6 +28,7 @@ import threading
 import time
 import weakref
 
+from flowcept_dist.core.logging import LogOnce, _text
 from flowcept_dist.core.sanitize import sanitize
 from flowcept_dist.core.stats import PipelineStats
 
@@ -66,7 +67,7 @@ class BatchProcessor:
         self.stats_dir = stats_dir
         self.stats_interval_s = stats_interval_s
         self.stats = PipelineStats(role, getattr(emitter, "name", type(emitter).__name__))
-        self._logged_reasons: set[str] = set()
+        self._log_once = LogOnce(log)
         self._init_runtime()
         _processors.add(self)
 
@@ -133,10 +134,8 @@ class BatchProcessor:
 
     def _dropped(self, reason: str, n: int, detail: str | None = None) -> None:
         self.stats.drop(reason, n)
-        if reason not in self._logged_reasons:
-            self._logged_reasons.add(reason)
-            log.warning("flowcept_dist dropped %d record(s): %s%s (logged once per reason; "
-                        "'flowcept-dist status' shows the counters)", n, reason, f": {detail}" if detail else "")
+        self._log_once.once(reason, "flowcept_dist dropped %d record(s): %s%s (logged once per reason; "
+                            "'flowcept-dist status' shows the counters)", n, reason, f": {detail}" if detail else "")
 
     # -- worker thread ------------------------------------------------------
     def _run(self) -> None:
@@ -192,10 +191,8 @@ class BatchProcessor:
                     done[0](rec, *done[1:])
                 except Exception as exc:
                     self.stats.hook_failures += 1
-                    if "complete" not in self._logged_reasons:
-                        self._logged_reasons.add("complete")
-                        log.warning("flowcept_dist: could not record inputs/outputs (%s: %s); logged once",
-                                    type(exc).__name__, exc)
+                    self._log_once.once("complete", "flowcept_dist: could not record inputs/outputs (%s: %s); logged once",
+                                        type(exc).__name__, _text(exc))
             for field in _VALUE_FIELDS:
                 values = rec.get(field)
                 if values is None:

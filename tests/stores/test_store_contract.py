@@ -22,8 +22,8 @@ import uuid
 import pytest
 from helpers import free_port
 
-from flowcept_dist.cli.migrate_cmd import migrate
 from flowcept_dist.stores.lmdb import LMDBStore
+from flowcept_dist.stores.migrate import migrate
 from flowcept_dist.stores.mongo import MongoStore
 from flowcept_dist.stores.query import QueryError, matches
 

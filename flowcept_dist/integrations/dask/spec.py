@@ -8,9 +8,11 @@ from types import FunctionType
 
 from dask.utils import funcname, key_split
 
+from flowcept_dist.core.logging import LogOnce
 from flowcept_dist.integrations.dask.common import task_id
 
 log = logging.getLogger(__name__)
+_unknown_specs = LogOnce(log)
 
 _CO_VARARGS = inspect.CO_VARARGS
 
@@ -157,6 +159,5 @@ class SpecReader:
 
     def _unknown(self, spec, exc) -> None:
         self.unknown += 1
-        if self.unknown == 1:
-            log.warning("flowcept_dist: cannot read inputs of a Dask task spec of type %s%s; recording "
-                        "the task without them (logged once)", type(spec).__name__, f" ({exc})" if exc else "")
+        _unknown_specs.once(type(spec).__name__, "flowcept_dist: cannot read inputs of a Dask task spec of type %s%s; "
+                            "recording the task without them (logged once)", type(spec).__name__, f" ({exc})" if exc else "")

@@ -30,6 +30,7 @@ import logging
 import threading
 import time
 
+from flowcept_dist.core.logging import LogOnce
 from flowcept_dist.core.records import AdapterId, RecordType, Status, is_terminal
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ class TaskEventWatcher:
         self._seen: dict[tuple, tuple] = {}  # (task_id, attempt) -> (state, number of events)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._failed_once = False
+        self._errors = LogOnce(log)
         self.polls = 0
         self.emitted = 0
         self.truncated = False
@@ -163,10 +164,8 @@ class TaskEventWatcher:
         try:
             self.poll_once()
         except Exception as exc:
-            if not self._failed_once:
-                self._failed_once = True
-                log.warning("flowcept_dist: Ray task events unavailable (%s: %s); retrying every %.1f s (logged once)",
-                            type(exc).__name__, exc, self.interval_s)
+            self._errors.once("poll", "flowcept_dist: Ray task events unavailable (%s: %s); retrying every %.1f s "
+                              "(logged once)", type(exc).__name__, exc, self.interval_s)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
