@@ -4,3 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/ruff check flowcept_dist scheduler_plugins worker_plugins torch_hooks tests benchmarks examples deploy
 .venv/bin/mypy
+.venv/bin/python scripts/check_imports.py

@@ -39,7 +39,7 @@ class Pipeline:
                  telemetry_records: bool | None = None) -> None:
         from flowcept_dist.core.batching import BatchProcessor
         from flowcept_dist.core.logging import apply_level
-        from flowcept_dist.transports.registry import create_emitter
+        from flowcept_dist.core.registry import create_emitter
 
         self.settings = settings
         self.enabled = bool(settings.capture.enabled)

@@ -1,4 +1,9 @@
-"""Small name -> class registries backed by entry points (no if/elif factories)."""
+"""Name -> class registries backed by entry points (no if/elif factories), and the tables of the
+project's own: emitters, consumers and status readers by transport name, stores by name.
+
+The tables hold import paths, so the core knows the names without importing any transport or store;
+:mod:`flowcept_dist.transports.registry` and :mod:`flowcept_dist.stores.registry` build from them.
+"""
 
 from __future__ import annotations
 
@@ -62,3 +67,52 @@ class Registry:
         if name in self._builtins:
             return _load(self._builtins[name])
         raise ValueError(f"unknown {self.kind} {name!r} (setting {self.setting}); known: {', '.join(self.names())}")
+
+
+# -- the project's registries ------------------------------------------------------------
+
+EMITTERS = Registry(
+    kind="emitter",
+    group="flowcept_dist.emitters",
+    builtins={
+        "direct": "flowcept_dist.transports.direct:DirectEmitter",
+        "memory": "flowcept_dist.transports.memory:MemoryEmitter",
+        "redis_streams": "flowcept_dist.transports.redis.emitter:RedisStreamsEmitter",
+        "kafka": "flowcept_dist.transports.kafka.emitter:KafkaEmitter",
+        "ray_actor": "flowcept_dist.integrations.ray.emitter:RayActorEmitter",
+    },
+    setting="transport.type",
+)
+
+CONSUMERS = Registry(
+    kind="consumer",
+    group="flowcept_dist.consumers",
+    builtins={"redis_streams": "flowcept_dist.transports.redis.consumer:RedisStreamConsumer",
+              "kafka": "flowcept_dist.transports.kafka.consumer:KafkaStreamConsumer"},
+    setting="transport.type",
+)
+
+#: name -> module with ``status(settings) -> dict`` and ``describe(status) -> str``
+STATUS = Registry(
+    kind="transport status",
+    group="flowcept_dist.transport_status",
+    builtins={"redis_streams": "flowcept_dist.transports.redis.status:READER",
+              "kafka": "flowcept_dist.transports.kafka.status:READER"},
+    setting="transport.type",
+)
+
+STORES = Registry(
+    kind="store",
+    group="flowcept_dist.stores",
+    builtins={
+        "lmdb": "flowcept_dist.stores.lmdb:LMDBStore",
+        "mongo": "flowcept_dist.stores.mongo:MongoStore",
+    },
+    setting="store.type",
+)
+
+
+def create_emitter(settings, name: str | None = None):
+    """Build the emitter named ``name`` (default: ``settings.transport.type``)."""
+    cls = EMITTERS.get(name or settings.transport.type)
+    return cls(settings)

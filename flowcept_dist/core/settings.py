@@ -38,15 +38,15 @@ class Key:
 
 
 def _emitter_names() -> list[str]:
-    from flowcept_dist.transports.registry import emitter_names
+    from flowcept_dist.core.registry import EMITTERS
 
-    return emitter_names()
+    return EMITTERS.names()
 
 
 def _store_names() -> list[str]:
-    from flowcept_dist.stores.registry import store_names
+    from flowcept_dist.core.registry import STORES
 
-    return store_names()
+    return STORES.names()
 
 
 _REGISTRIES: dict[str, Callable[[], list[str]]] = {

@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-from flowcept_dist.core.registry import Registry
+from flowcept_dist.core.registry import STORES
 
-STORES = Registry(
-    kind="store",
-    group="flowcept_dist.stores",
-    builtins={
-        "lmdb": "flowcept_dist.stores.lmdb:LMDBStore",
-        "mongo": "flowcept_dist.stores.mongo:MongoStore",
-    },
-    setting="store.type",
-)
+__all__ = ["STORES", "store_names", "open_store"]
 
 
 def store_names() -> list[str]:

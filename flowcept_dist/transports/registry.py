@@ -1,4 +1,4 @@
-"""Find transports by name: emitters, consumers and status readers.
+"""Find transports by name: emitters, consumers and status readers (tables in :mod:`flowcept_dist.core.registry`).
 
 Built-ins plus the ``flowcept_dist.emitters``, ``flowcept_dist.consumers`` and
 ``flowcept_dist.transport_status`` entry points. Entries are import paths, so listing names
@@ -8,47 +8,12 @@ consumer and its status reader, when the transport has them.
 
 from __future__ import annotations
 
-from flowcept_dist.core.registry import Registry
+from flowcept_dist.core.registry import CONSUMERS, EMITTERS, STATUS, create_emitter
 
-EMITTERS = Registry(
-    kind="emitter",
-    group="flowcept_dist.emitters",
-    builtins={
-        "direct": "flowcept_dist.transports.direct:DirectEmitter",
-        "memory": "flowcept_dist.transports.memory:MemoryEmitter",
-        "redis_streams": "flowcept_dist.transports.redis.emitter:RedisStreamsEmitter",
-        "kafka": "flowcept_dist.transports.kafka.emitter:KafkaEmitter",
-        "ray_actor": "flowcept_dist.integrations.ray.emitter:RayActorEmitter",
-    },
-    setting="transport.type",
-)
-
-CONSUMERS = Registry(
-    kind="consumer",
-    group="flowcept_dist.consumers",
-    builtins={"redis_streams": "flowcept_dist.transports.redis.consumer:RedisStreamConsumer",
-              "kafka": "flowcept_dist.transports.kafka.consumer:KafkaStreamConsumer"},
-    setting="transport.type",
-)
-
-#: name -> module with ``status(settings) -> dict`` and ``describe(status) -> str``
-STATUS = Registry(
-    kind="transport status",
-    group="flowcept_dist.transport_status",
-    builtins={"redis_streams": "flowcept_dist.transports.redis.status:READER",
-              "kafka": "flowcept_dist.transports.kafka.status:READER"},
-    setting="transport.type",
-)
-
+__all__ = ["EMITTERS", "CONSUMERS", "STATUS", "emitter_names", "create_emitter", "create_consumer", "transport_status"]
 
 def emitter_names() -> list[str]:
     return EMITTERS.names()
-
-
-def create_emitter(settings, name: str | None = None):
-    """Build the emitter named ``name`` (default: ``settings.transport.type``)."""
-    cls = EMITTERS.get(name or settings.transport.type)
-    return cls(settings)
 
 
 def create_consumer(settings, **kwargs):

@@ -12,7 +12,6 @@ from flowcept_dist.core.logging import LogOnce
 from flowcept_dist.integrations.dask.common import task_id
 
 log = logging.getLogger(__name__)
-_unknown_specs = LogOnce(log)
 
 _CO_VARARGS = inspect.CO_VARARGS
 
@@ -39,6 +38,7 @@ class SpecReader:
         self._binders: dict = {}
         self._codes: dict = {}
         self.unknown = 0
+        self._log_once = LogOnce(log)
 
     def _name(self, func) -> str:
         if type(func) is FunctionType:
@@ -159,5 +159,5 @@ class SpecReader:
 
     def _unknown(self, spec, exc) -> None:
         self.unknown += 1
-        _unknown_specs.once(type(spec).__name__, "flowcept_dist: cannot read inputs of a Dask task spec of type %s%s; "
+        self._log_once.once("unknown", "flowcept_dist: cannot read inputs of a Dask task spec of type %s%s; "
                             "recording the task without them (logged once)", type(spec).__name__, f" ({exc})" if exc else "")
