@@ -31,7 +31,7 @@ def resolve(host: str) -> str:
 
 
 def check_settings() -> str:
-    from flowcept_dist.settings import load_settings
+    from flowcept_dist.core.settings import load_settings
 
     s = load_settings()
     return f"settings ok: transport {s.transport.type}, store {s.store.type}"
@@ -39,8 +39,8 @@ def check_settings() -> str:
 
 def wait_transport(timeout_s: float) -> str:
     """Until the configured transport answers (Redis PING / Kafka metadata) or the deadline."""
-    from flowcept_dist.emitters.registry import create_emitter
-    from flowcept_dist.settings import load_settings
+    from flowcept_dist.transports.registry import create_emitter
+    from flowcept_dist.core.settings import load_settings
 
     settings = load_settings()
     deadline = time.monotonic() + timeout_s
@@ -106,8 +106,8 @@ def wait_ray(address: str, n_nodes: int, timeout_s: float) -> str:
 
 def summary() -> str:
     """One line about the newest workflow in the store, and the store's size."""
-    from flowcept_dist.db import QueryAPI
-    from flowcept_dist.settings import load_settings
+    from flowcept_dist.api.query import QueryAPI
+    from flowcept_dist.core.settings import load_settings
 
     api = QueryAPI(load_settings(), readonly=True)
     try:
