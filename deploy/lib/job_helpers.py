@@ -39,8 +39,8 @@ def check_settings() -> str:
 
 def wait_transport(timeout_s: float) -> str:
     """Until the configured transport answers (Redis PING / Kafka metadata) or the deadline."""
-    from flowcept_dist.transports.registry import create_emitter
     from flowcept_dist.core.settings import load_settings
+    from flowcept_dist.transports.registry import create_emitter
 
     settings = load_settings()
     deadline = time.monotonic() + timeout_s
