@@ -1,0 +1,91 @@
+"""The four templates: short, calling the runner, and failing fast: a missing script, a bad variable or
+setting, an unreachable existing Redis cost seconds, start nothing and leave nothing running."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from helpers import free_port
+from jobkit import DEPLOY, TEMPLATES, marked_processes
+
+WORKFLOW = "print('never run')\n"
+
+
+def test_every_script_parses_and_the_templates_are_short():
+    scripts = sorted([*DEPLOY.glob("**/*.sh"), *DEPLOY.glob("**/*.sbatch"), *DEPLOY.glob("**/*.pbs")])
+    names = {p.relative_to(DEPLOY).as_posix() for p in scripts}
+    assert {*TEMPLATES, "services/start-services.sh", "services/stop-services.sh"} <= names
+    assert not (DEPLOY / "lib").exists()  # the runner is Python: flowcept_dist.deploy
+    for path in scripts:
+        out = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+        assert out.returncode == 0, f"{path}: {out.stderr}"
+    for name in TEMPLATES:
+        lines = (DEPLOY / name).read_text().splitlines()
+        code = [ln for ln in lines if ln.strip() and not ln.startswith("#")]
+        engine, batch = name.split(".")[0].split("/")[1], name.split("/")[0]
+        assert code[-1] == f"exec flowcept-dist job {engine} --batch {batch}", name
+        assert len(code) <= 4 and len(lines) <= 30, name
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_missing_user_script_fails_fast_and_starts_nothing(job, template):
+    if template.startswith("slurm"):
+        job.slurm("505", "fakenode[1-2]")
+    else:
+        job.pbs("505", ["fakenode1", "fakenode2"])
+    job.env["FC_SCRIPT"] = str(job.submit / "no_such_workflow.py")
+    rc = job.run(template, timeout=60)
+    assert rc == 2, job.output
+    assert job.output == (f"flowcept-dist job: error: user script not found or not readable: "
+                          f"FC_SCRIPT={job.submit / 'no_such_workflow.py'}\n")  # one line, no traceback
+    assert job.elapsed < 30, job.elapsed
+    assert not job.launch_log.exists() and not job.job_dir.exists()
+    assert not marked_processes(job.marker, job.dirs)
+
+
+def test_bad_settings_fail_before_anything_starts(job):
+    job.slurm("808", "fakenode[1-2]")
+    job.workflow(WORKFLOW)
+    job.env["FC_DASK_WORKER_ARGS"] = "--memory-limit 'unbalanced"
+    assert job.run("slurm/dask.sbatch", timeout=60) == 2, job.output
+    assert "FC_DASK_WORKER_ARGS is not valid shell words" in job.output
+    job.env.pop("FC_DASK_WORKER_ARGS")
+    job.env["FLOWCEPT_TRANSPORT_ON_FULL"] = "explode"
+    assert job.run("slurm/dask.sbatch", timeout=60) == 2, job.output
+    assert "invalid Flowcept settings" in job.output and "transport.on_full" in job.output
+    assert len(job.output.splitlines()) == 1 and "Traceback" not in job.output, job.output
+    assert not job.launch_log.exists() and not job.job_dir.exists()
+    assert not marked_processes(job.marker, job.dirs)
+
+
+def test_a_failing_setup_line_or_a_missing_runner_fails_with_status_2(job):
+    job.slurm("909", "fakenode1")
+    job.workflow(WORKFLOW)
+    job.env["FC_SETUP"] = "false"
+    assert job.run("slurm/ray.sbatch", timeout=60) == 2 and "FC_SETUP failed: false" in job.output
+    job.env.update(FC_SETUP="", PATH="/usr/bin:/bin")
+    assert job.run("pbs/dask.pbs", timeout=60) == 2 and "flowcept-dist is not on PATH" in job.output
+
+
+@pytest.mark.parametrize("template", ["slurm/dask.sbatch", "pbs/ray.pbs"])
+def test_unreachable_existing_redis_fails_fast_and_leaves_nothing(job, template):
+    if template.startswith("slurm"):
+        job.slurm("606", "fakenode[1-2]")
+    else:
+        job.pbs("606", ["fakenode1"])
+    job.workflow(WORKFLOW)
+    port = free_port()  # nothing listens there
+    job.env.update(FC_REDIS=f"127.0.0.1:{port}", FC_REDIS_WAIT_S="3")
+    rc = job.run(template, timeout=90)
+    assert rc == 2, job.output
+    assert f"the existing redis at 127.0.0.1:{port} does not answer" in job.output
+    assert "unreachable" in job.output
+    assert job.elapsed < 45, job.elapsed
+    # it failed before the consumer, the engine or the script: nothing was started
+    for started in ("starting Redis", "consumer:", "Dask scheduler", "Ray head", "running "):
+        assert started not in job.output, job.output
+    assert not job.launch_log.exists()
+    assert not marked_processes(job.marker, job.dirs)
+    assert "summary: job 606 exit 2" in job.output
