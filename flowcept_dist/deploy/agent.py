@@ -21,7 +21,13 @@ import time
 from pathlib import Path
 
 from flowcept_dist.deploy.config import expand_vars
-from flowcept_dist.deploy.processes import descendants, group_members, live, start, stop_tree
+from flowcept_dist.deploy.processes import (
+    descendants,
+    group_members,
+    live,
+    start,
+    stop_tree,
+)
 
 #: how often the agent looks for the stop file
 POLL_S = 0.25

@@ -9,8 +9,9 @@ job's log, or raises :class:`CheckFailed` with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 class CheckFailed(Exception):
@@ -29,13 +30,11 @@ def wait_transport(settings, timeout_s: float, give_up: Callable[[], str | None]
         emitter = create_emitter(settings)
         try:
             return emitter.check()
-        except Exception as exc:  # the emitter's message names the service and the fix
+        except Exception as exc:  # noqa: BLE001  (any failure means "not yet"; its message names the fix)
             last = exc
         finally:
-            try:
+            with contextlib.suppress(Exception):
                 emitter.shutdown(1.0)
-            except Exception:
-                pass
         reason = give_up()
         if reason:
             raise CheckFailed(f"{reason}; last answer: {last}")
@@ -117,7 +116,7 @@ def main(cmd: str, args: list[str]) -> int:
     except CheckFailed as exc:
         print(exc, flush=True)
         return 1
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  (a client that cannot connect: the reason goes to the job's log)
         print(f"{type(exc).__name__}: {exc}", flush=True)
         return 1
     return 0

@@ -18,9 +18,9 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 from flowcept_dist.deploy.launchers import LAUNCHERS
 
@@ -195,8 +195,11 @@ def _allocation(batch: str, env: Mapping[str, str]) -> tuple[str, Path, list[str
         scontrol = shutil.which("scontrol", path=env.get("PATH"))
         if scontrol is None:
             raise JobSetupError("scontrol is not on PATH: cannot expand SLURM_JOB_NODELIST")
-        out = subprocess.run([scontrol, "show", "hostnames", env["SLURM_JOB_NODELIST"]], capture_output=True,
-                             text=True, env=dict(env), timeout=60)
+        try:
+            out = subprocess.run([scontrol, "show", "hostnames", env["SLURM_JOB_NODELIST"]], check=False,
+                                 capture_output=True, text=True, env=dict(env), timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise JobSetupError(f"scontrol show hostnames failed: {exc}") from None
         if out.returncode != 0:
             raise JobSetupError(f"scontrol show hostnames {env['SLURM_JOB_NODELIST']} failed: {out.stderr.strip()}")
         nodes = out.stdout.split()
@@ -273,7 +276,8 @@ def load_job_config(engine: str, environ: Mapping[str, str]) -> JobConfig:
         raise JobSetupError("FC_TRANSPORT=kafka needs FC_KAFKA=host:port of the brokers")
 
     if "FC_SRUN_ARGS" not in env:
-        env_srun = "--overlap" + (f" --cpus-per-task={env['SLURM_CPUS_ON_NODE']}" if env.get("SLURM_CPUS_ON_NODE") else "")
+        cpus = env.get("SLURM_CPUS_ON_NODE")
+        env_srun = "--overlap" + (f" --cpus-per-task={cpus}" if cpus else "")
     else:
         env_srun = env["FC_SRUN_ARGS"]
     words = {}

@@ -68,8 +68,8 @@ class DaskEngine(Engine):
                      f"the Dask scheduler did not write {sfile} within {cfg.start_timeout_s:g} s (log: {log_file})")
         job.log(f"Dask scheduler: pid {sched.pid}, scheduler file {sfile} (log: {log_file})")
 
-        argv = ["dask", "worker", "--scheduler-file", str(sfile), "--name", "{node}", "--preload", "worker_plugins.dask",
-                "--local-directory", "{tmpdir}", "--nworkers", str(cfg.workers_per_node)]
+        argv = ["dask", "worker", "--scheduler-file", str(sfile), "--name", "{node}",
+                "--preload", "worker_plugins.dask", "--local-directory", "{tmpdir}", "--nworkers", str(cfg.workers_per_node)]
         if cfg.threads_per_worker:
             argv += ["--nthreads", str(cfg.threads_per_worker)]
         write_role(cfg.run_dir, "dask-worker", argv, cfg.words["FC_DASK_WORKER_ARGS"], cfg.stop_timeout_s)
@@ -168,7 +168,7 @@ class RayEngine(Engine):
                 "--disable-usage-stats", *cpus, *cfg.words["FC_RAY_HEAD_ARGS"]], log=log_file)
             marker = hdir / "ray_current_cluster"
             state = job.wait_for("the Ray head", head, cfg.start_timeout_s,
-                                 lambda: marker.exists() and marker.stat().st_size > 0)
+                                 lambda marker=marker: marker.exists() and marker.stat().st_size > 0)
             if state == "ok":
                 job.log(f"Ray head: {address}, pid {head.pid}, temp dir {hdir} (log: {log_file})")
                 return
@@ -187,8 +187,8 @@ class RayEngine(Engine):
         cfg = self.job.cfg
         return self.job.run_helper(
             f"consumer-actor-{action}",
-            [sys.executable, "-m", "flowcept_dist.cli", "ray-consumer", action, "--address", self.job.env["RAY_ADDRESS"],
-             "--timeout", str(cfg.start_timeout_s)],
+            [sys.executable, "-m", "flowcept_dist.cli", "ray-consumer", action,
+             "--address", self.job.env["RAY_ADDRESS"], "--timeout", str(cfg.start_timeout_s)],
             cfg.start_timeout_s + 30, interruptible=interruptible, log=cfg.log_dir / "consumer.log")
 
     def stop(self) -> None:

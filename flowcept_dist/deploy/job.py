@@ -26,15 +26,23 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NoReturn, TextIO
+from typing import NoReturn, TextIO
 
 from flowcept_dist.deploy import services
 from flowcept_dist.deploy.config import JobConfig
 from flowcept_dist.deploy.engines import ENGINES
 from flowcept_dist.deploy.launchers import Target, agent_command, launch_argv
-from flowcept_dist.deploy.processes import (Proc, describe, job_processes, kill, start, stop_tree,
-                                            wait_gone)
+from flowcept_dist.deploy.processes import (
+    Proc,
+    describe,
+    job_processes,
+    kill,
+    start,
+    stop_tree,
+    wait_gone,
+)
 
 #: the signals that stop a job (Slurm's --signal=B:USR1@N, qdel / scancel, Ctrl-C, a lost terminal)
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -218,7 +226,7 @@ class Job:
             rc = self._run_script()
         except JobFailed as exc:
             self.log(f"ERROR: {exc}")
-        except Exception as exc:  # a bug, or the system refusing something: stop what started all the same
+        except Exception as exc:  # noqa: BLE001  (a bug, or the system refusing something: stop what started)
             self.log(f"ERROR: {type(exc).__name__}: {exc}")
             traceback.print_exc(file=self.out)
         if self.signal is not None and "script" not in self.procs:
@@ -302,7 +310,7 @@ class Job:
         for step in steps:
             try:
                 step()
-            except Exception as exc:  # one step failing must not leave the rest running
+            except Exception as exc:  # noqa: BLE001  (one step failing must not leave the rest running)
                 self.log(f"WARNING: a stop step failed ({type(exc).__name__}: {exc}); going on")
                 self.leftovers.append(f"stop step failed: {exc}")
         self._summary(rc)
@@ -348,6 +356,6 @@ class Job:
 
         try:
             line = summary(self.settings())
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  (a store that cannot be read is reported, not fatal)
             line = f"could not read the store: {type(exc).__name__}: {exc}"
         self.log(f"summary: job {cfg.job_id} exit {rc}; {line}")

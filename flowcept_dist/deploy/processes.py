@@ -16,13 +16,14 @@ Nothing here looks processes up by name, and nothing blocks longer than the time
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import psutil
 
@@ -105,13 +106,10 @@ def start(name: str, argv: list[str], *, env: dict, log: Path | None = None, cwd
     kwargs: dict = {"start_new_session": True}
     if not new_session:
         kwargs = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
-    out = open(log, "ab") if log is not None else None
-    try:
+    with contextlib.ExitStack() as stack:  # the child keeps its copy of the log; ours closes
+        out = stack.enter_context(open(log, "ab")) if log is not None else None
         popen = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
                                  stderr=subprocess.STDOUT if out is not None else None, **kwargs)
-    finally:
-        if out is not None:
-            out.close()
     # the child exists until we reap it (a zombie at worst): its identity is safe to take now
     return Proc(name, psutil.Process(popen.pid), popen)
 
@@ -253,9 +251,8 @@ def job_processes(tag: str | None = None, dirs: Iterable[str | Path] = ()) -> li
         try:
             if p.uids().effective != uid or not live(p):
                 continue
-            if tag and p.environ().get("FC_JOB_TAG") == tag:
-                found.append(p)
-            elif prefixes and any(f.path.startswith(prefixes) for f in p.open_files()):
+            if ((tag and p.environ().get("FC_JOB_TAG") == tag)
+                    or (prefixes and any(f.path.startswith(prefixes) for f in p.open_files()))):
                 found.append(p)
         except psutil.Error:
             continue

@@ -111,7 +111,7 @@ def report_status(job: Job) -> None:
     """The pipeline counters (``flowcept-dist status``), while the transport still answers."""
     if job.cfg.transport in ("direct", "ray_actor") or "consumer" not in job.procs:
         return
-    rc, out = job.run_helper("status", [sys.executable, "-m", "flowcept_dist.cli", "status"], 60,
+    _, out = job.run_helper("status", [sys.executable, "-m", "flowcept_dist.cli", "status"], 60,
                              interruptible=False)
     for line in out.splitlines():
         job.say(f"status: {line}")

@@ -22,8 +22,8 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import psutil
 
@@ -90,8 +90,8 @@ def start_services(env: dict, log: Callable[[str], None] = _log) -> int:
         store = os.path.abspath(os.path.expanduser(store))
         Path(store).mkdir(parents=True, exist_ok=True)
         store_lines = ["FLOWCEPT_STORE_TYPE=lmdb", f"FLOWCEPT_STORE_LMDB_PATH={store}"]
-    lines = [f"# Flowcept services on {host} (flowcept-dist job services start). Load with: "
-             f"set -a; source {env_file}; set +a",
+    lines = [(f"# Flowcept services on {host} (flowcept-dist job services start). Load with: "
+              f"set -a; source {env_file}; set +a"),
              "FLOWCEPT_TRANSPORT_TYPE=redis_streams", f"FLOWCEPT_REDIS_HOST={host}", f"FLOWCEPT_REDIS_PORT={port}",
              f"FLOWCEPT_REDIS_PASSWORD={password}", *store_lines, f"FLOWCEPT_TRANSPORT_STATS_DIR={d / 'stats'}",
              "# for the job templates: use this Redis, and let this consumer persist",

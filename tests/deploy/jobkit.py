@@ -23,7 +23,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from helpers import free_port, poll_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -213,7 +212,7 @@ class Job:
                  message=f"the job's processes to end: {marked_processes(self.marker, self.dirs)}\n{self.output}")
         assert list((self.job_dir / "run").glob("*.pid")), "the runner recorded no PIDs"
         assert "every process this job started has stopped" in self.output, self.output
-        warnings = re.findall(r"^\[flowcept-job [^\]]*\] WARNING.*$", self.output, re.M)
+        warnings = re.findall(r"^\[flowcept-job [^\]]*\] WARNING.*$", self.output, re.MULTILINE)
         assert not warnings, self.output  # e.g. a process SIGKILLed after its stop timeout
 
     def result(self) -> dict:

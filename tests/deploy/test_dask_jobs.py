@@ -11,7 +11,6 @@ import signal
 from pathlib import Path
 
 import pytest
-
 from helpers import poll_for
 from jobkit import marked_processes, summary_line
 

@@ -10,8 +10,8 @@ import uuid
 
 import psutil
 import pytest
-
 from helpers import poll_for
+
 from flowcept_dist.deploy import processes as P
 
 # a child that says it is ready (its log), then waits for a signal
@@ -57,7 +57,7 @@ def spawn(tmp_path):
 
 
 def ready_pid(log) -> int:
-    return int(re.search(r"^ready (\d+)", log.read_text(), re.M).group(1))
+    return int(re.search(r"^ready (\d+)", log.read_text(), re.MULTILINE).group(1))
 
 
 def test_a_started_process_leads_its_own_group_and_is_recorded_by_pid_and_create_time(spawn, tmp_path):

@@ -11,7 +11,6 @@ import os
 import re
 
 import pytest
-
 from jobkit import BIN, ray_ports, summary_line
 
 pytestmark = pytest.mark.slow

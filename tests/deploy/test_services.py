@@ -12,7 +12,6 @@ import sys
 import uuid
 
 import pytest
-
 from helpers import free_port, poll_for
 from jobkit import BIN, DEPLOY, kill_marked, marked_processes
 
@@ -28,11 +27,11 @@ def test_start_and_stop_services_with_pid_files(tmp_path, base_env, needs_redis)
     start = [str(DEPLOY / "services" / "start-services.sh")]
     stop = [str(DEPLOY / "services" / "stop-services.sh")]
     try:
-        out = subprocess.run(start, env=env, capture_output=True, text=True, timeout=120)
+        out = subprocess.run(start, check=False, env=env, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         pids = {n: (svc / f"{n}.pid").read_text() for n in ("redis", "consumer")}  # "PID CREATE_TIME"
         assert "services ready" in out.stderr
-        again = subprocess.run(start, env=env, capture_output=True, text=True, timeout=120)
+        again = subprocess.run(start, check=False, env=env, capture_output=True, text=True, timeout=120)
         assert again.returncode == 0 and "Redis already running" in again.stderr and "consumer already running" in again.stderr
         assert {n: (svc / f"{n}.pid").read_text() for n in ("redis", "consumer")} == pids
 
@@ -45,7 +44,7 @@ def test_start_and_stop_services_with_pid_files(tmp_path, base_env, needs_redis)
         code = ("from flowcept_dist import Flowcept, flowcept_task\n"
                 "@flowcept_task\ndef f(x):\n    return x + 1\n"
                 "with Flowcept(workflow_name='svc') as fc:\n    f(1)\nprint(fc.workflow_id)\n")
-        wf = subprocess.run([sys.executable, "-c", code], env=wf_env, capture_output=True, text=True, timeout=60)
+        wf = subprocess.run([sys.executable, "-c", code], check=False, env=wf_env, capture_output=True, text=True, timeout=60)
         assert wf.returncode == 0, wf.stderr
         wid = wf.stdout.strip()
 
@@ -65,12 +64,12 @@ def test_start_and_stop_services_with_pid_files(tmp_path, base_env, needs_redis)
         (task,) = poll_for(persisted, 60, message="the service consumer to persist the task")
         assert task["generated"] == {"return": 2}
 
-        out = subprocess.run(stop, env=env, capture_output=True, text=True, timeout=180)
+        out = subprocess.run(stop, check=False, env=env, capture_output=True, text=True, timeout=180)
         assert out.returncode == 0, out.stderr
         assert "stopped consumer" in out.stderr and "stopped redis" in out.stderr
         assert not (svc / "redis.pid").exists() and not (svc / "consumer.pid").exists()
         assert not marked_processes(marker, [tmp_path])
-        again = subprocess.run(stop, env=env, capture_output=True, text=True, timeout=60)
+        again = subprocess.run(stop, check=False, env=env, capture_output=True, text=True, timeout=60)
         assert again.returncode == 0 and "not running" in again.stderr
     finally:
         kill_marked(marker, [tmp_path])
@@ -86,7 +85,7 @@ def test_stop_services_ignores_a_stale_pid_file(tmp_path):
     # this very process, with its create time: still not the expected program
     (svc / "consumer.pid").write_text(f"{os.getpid()} {psutil.Process().create_time()!r}\n")
     env = {**os.environ, "FC_SERVICES_DIR": str(svc), "PATH": os.pathsep.join([str(BIN), os.environ["PATH"]])}
-    out = subprocess.run([str(DEPLOY / "services" / "stop-services.sh")], env=env, capture_output=True, text=True,
+    out = subprocess.run([str(DEPLOY / "services" / "stop-services.sh")], check=False, env=env, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stderr.count("stale PID file removed") == 2, out.stderr
@@ -133,12 +132,12 @@ def test_dask_config_snippet_loads_both_plugins(base_env):
     # the public names users type
     assert dict(flat(cfg)) == {"distributed.scheduler.preload": ["scheduler_plugins.dask"],
                                "distributed.worker.preload": ["worker_plugins.dask"]}
-    with dask.config.set(dict(flat(cfg))):
-        with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
-                Client(cluster) as client:
-            assert "flowcept-scheduler" in client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.plugins))
-            assert all("flowcept-worker" in names for names in client.run(lambda dask_worker: list(dask_worker.plugins)).values())
-            assert client.submit(sum, [1, 2], pure=False).result() == 3
+    with dask.config.set(dict(flat(cfg))), \
+            LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        assert "flowcept-scheduler" in client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.plugins))
+        assert all("flowcept-worker" in names for names in client.run(lambda dask_worker: list(dask_worker.plugins)).values())
+        assert client.submit(sum, [1, 2], pure=False).result() == 3
 
 
 def test_dask_jobqueue_example_options():
@@ -156,5 +155,5 @@ def test_dask_jobqueue_example_options():
         mod.cluster_options("lsf", cores=1, memory="1GB", walltime="1")
     if importlib.util.find_spec("dask_jobqueue") is None:
         out = subprocess.run([sys.executable, str(DEPLOY / "dask-jobqueue" / "example.py"), "slurm"],
-                             capture_output=True, text=True, timeout=60)
+                             check=False, capture_output=True, text=True, timeout=60)
         assert out.returncode == 2 and "pip install 'dask-jobqueue" in out.stderr
