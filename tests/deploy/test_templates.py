@@ -1,12 +1,15 @@
 """The four templates: short, calling the runner, and failing fast: a missing script, a bad variable or
-setting, an unreachable existing Redis cost seconds, start nothing and leave nothing running."""
+setting, an unreachable existing Redis cost seconds, start nothing and leave nothing running; a signal
+or an engine that fails during setup stops what had started."""
 
 from __future__ import annotations
 
+import re
+import signal
 import subprocess
 
 import pytest
-from helpers import free_port
+from helpers import free_port, poll_for
 from jobkit import DEPLOY, TEMPLATES, marked_processes
 
 WORKFLOW = "print('never run')\n"
@@ -88,3 +91,46 @@ def test_unreachable_existing_redis_fails_fast_and_leaves_nothing(job, template)
     assert not job.launch_log.exists()
     assert not marked_processes(job.marker, job.dirs)
     assert "summary: job 606 exit 2" in job.output
+
+
+# a `dask` whose scheduler never comes up (it never writes its scheduler file), or exits at once
+HANGING_DASK = "#!/bin/bash\n[[ $1 == scheduler ]] && exec sleep 600\nexit 1\n"
+FAILING_DASK = "#!/bin/bash\necho 'scheduler stand-in: cannot bind' >&2\nexit 1\n"
+
+
+def _fake_dask(job, text: str) -> None:
+    fake = job.root / "fake-bin"
+    fake.mkdir()
+    (fake / "dask").write_text(text)
+    (fake / "dask").chmod(0o755)
+    job.env["PATH"] = f"{fake}:{job.env['PATH']}"
+
+
+def test_a_signal_during_setup_stops_what_started_and_exits_128_plus_n(job):
+    job.slurm("911", "fakenode1")
+    job.workflow(WORKFLOW)
+    job.env["FC_TRANSPORT"] = "direct"
+    _fake_dask(job, HANGING_DASK)
+    job.start("slurm/dask.sbatch")
+    pid_file = job.job_dir / "run" / "dask-scheduler.pid"
+    poll_for(lambda: pid_file.exists() or job.proc.poll() is not None, 60, message="the scheduler to start")
+    job.proc.send_signal(signal.SIGHUP)
+    assert job.wait(60) == 128 + signal.SIGHUP, job.output
+    assert "received SIGHUP" in job.output
+    assert "ERROR: interrupted by SIGHUP while waiting for the Dask scheduler" in job.output
+    assert re.search(r"stopped the Dask scheduler \(pid \d+\)", job.output) and "running " not in job.output
+    assert "every process this job started has stopped" in job.output
+    assert "summary: job 911 exit 129; no records were stored" in job.output
+    assert not marked_processes(job.marker, job.dirs)
+
+
+def test_an_engine_that_does_not_start_fails_the_job_with_its_log(job):
+    job.slurm("912", "fakenode1")
+    job.workflow(WORKFLOW)
+    job.env["FC_TRANSPORT"] = "direct"
+    _fake_dask(job, FAILING_DASK)
+    assert job.run("slurm/dask.sbatch", timeout=60) == 2, job.output
+    assert "    | scheduler stand-in: cannot bind" in job.output  # the end of its log, in the job's output
+    assert f"ERROR: the Dask scheduler exited (log: {job.job_dir / 'logs' / 'dask-scheduler.log'})" in job.output
+    assert "running " not in job.output and "summary: job 912 exit 2" in job.output
+    assert not marked_processes(job.marker, job.dirs)
