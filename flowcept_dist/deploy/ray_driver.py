@@ -1,8 +1,9 @@
 """Run a Ray script with Flowcept capture, without changing the script.
 
-    python ray_driver.py SCRIPT [ARGS...]
+    python -m flowcept_dist.deploy.ray_driver SCRIPT [ARGS...]
 
-The Ray job templates run the user's script through this file (unless ``FC_RAY_WRAP=false``).
+The Ray job runner (``flowcept-dist job ray``) runs the user's script through this module (unless
+``FC_RAY_WRAP=false``).
 It makes every ``ray.init(...)`` of the script pass ``flowcept_dist.ray.runtime_env(base=...)``:
 the script's own runtime_env is kept and extended with the worker setup hook and the job's
 ``FLOWCEPT_*`` settings, and this process's submissions are instrumented. A script that already
@@ -11,7 +12,7 @@ A runtime_env with another ``worker_process_setup_hook`` is left as it is, with 
 runs one hook per job; call ``worker_plugins.ray.setup_worker()`` from yours.
 
 ``ray.init()`` without an address joins the job's cluster through ``RAY_ADDRESS``, which the
-template exports. The script then runs as ``__main__`` (``runpy``), with ``sys.argv`` = SCRIPT ARGS.
+job runner exports. The script then runs as ``__main__`` (``runpy``), with ``sys.argv`` = SCRIPT ARGS.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def _wrap_init():
 
 def main(argv: list[str]) -> None:
     if not argv:
-        raise SystemExit("usage: python ray_driver.py SCRIPT [ARGS...]")
+        raise SystemExit("usage: python -m flowcept_dist.deploy.ray_driver SCRIPT [ARGS...]")
     _wrap_init()
     sys.argv = list(argv)
     sys.path[0] = os.path.dirname(os.path.abspath(argv[0]))  # as `python SCRIPT` would
