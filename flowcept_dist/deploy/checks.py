@@ -10,6 +10,7 @@ job's log, or raises :class:`CheckFailed` with the reason.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 
@@ -30,7 +31,7 @@ def wait_transport(settings, timeout_s: float, give_up: Callable[[], str | None]
         emitter = create_emitter(settings)
         try:
             return emitter.check()
-        except Exception as exc:  # noqa: BLE001  (any failure means "not yet"; its message names the fix)
+        except Exception as exc:
             last = exc
         finally:
             with contextlib.suppress(Exception):
@@ -72,7 +73,7 @@ def wait_ray(address: str, n_nodes: int, timeout_s: float) -> str:
     import ray
 
     deadline = time.monotonic() + timeout_s
-    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
     try:
         while True:
             alive = [n for n in ray.nodes() if n.get("Alive")]
@@ -116,7 +117,7 @@ def main(cmd: str, args: list[str]) -> int:
     except CheckFailed as exc:
         print(exc, flush=True)
         return 1
-    except Exception as exc:  # noqa: BLE001  (a client that cannot connect: the reason goes to the job's log)
+    except Exception as exc:
         print(f"{type(exc).__name__}: {exc}", flush=True)
         return 1
     return 0

@@ -21,6 +21,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from flowcept_dist.deploy.launchers import LAUNCHERS
 
@@ -136,7 +137,7 @@ def _bool(value: str) -> bool:
 
 
 def _number(env: Mapping[str, str], name: str, default: float | None, *, integer: bool = False,
-            minimum: float = 0) -> float | int | None:
+            minimum: float = 0) -> Any:
     raw = env.get(name, "").strip()
     if not raw:
         return default

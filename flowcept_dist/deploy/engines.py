@@ -11,6 +11,7 @@ own so no other Ray is touched.
 from __future__ import annotations
 
 import abc
+import functools
 import json
 import secrets
 import signal
@@ -37,7 +38,7 @@ class Engine(abc.ABC):
     def start(self) -> None:
         """Start the engine's processes; :meth:`Job.fail` if it does not come up."""
 
-    def stop(self) -> None:
+    def stop(self) -> None:  # noqa: B027  (optional: engines with nothing to stop keep it)
         """Stop what :meth:`start` started, in order. Never raises on a process that is gone."""
 
     def script_argv(self) -> list[str]:
@@ -76,7 +77,7 @@ class DaskEngine(Engine):
         job.write_job_env()
         for i in range(len(cfg.nodes)):
             job.launch("dask-worker", i)
-        expect = len(cfg.nodes) * cfg.workers_per_node
+        expect = len(cfg.nodes) * (cfg.workers_per_node or 1)
         job.log(f"launched Dask workers on {len(cfg.nodes)} node(s) through {cfg.launcher}; "
                 f"waiting for {expect} workers")
         rc, msg = job.run_helper("wait-dask", [sys.executable, "-m", "flowcept_dist.deploy", "wait-dask", str(sfile),
@@ -168,7 +169,7 @@ class RayEngine(Engine):
                 "--disable-usage-stats", *cpus, *cfg.words["FC_RAY_HEAD_ARGS"]], log=log_file)
             marker = hdir / "ray_current_cluster"
             state = job.wait_for("the Ray head", head, cfg.start_timeout_s,
-                                 lambda marker=marker: marker.exists() and marker.stat().st_size > 0)
+                                 functools.partial(_nonempty, marker))
             if state == "ok":
                 job.log(f"Ray head: {address}, pid {head.pid}, temp dir {hdir} (log: {log_file})")
                 return
@@ -204,3 +205,7 @@ class RayEngine(Engine):
 
 #: engine name -> class
 ENGINES: dict[str, type[Engine]] = {"dask": DaskEngine, "ray": RayEngine}
+
+
+def _nonempty(path) -> bool:
+    return path.exists() and path.stat().st_size > 0

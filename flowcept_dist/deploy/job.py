@@ -226,7 +226,7 @@ class Job:
             rc = self._run_script()
         except JobFailed as exc:
             self.log(f"ERROR: {exc}")
-        except Exception as exc:  # noqa: BLE001  (a bug, or the system refusing something: stop what started)
+        except Exception as exc:
             self.log(f"ERROR: {type(exc).__name__}: {exc}")
             traceback.print_exc(file=self.out)
         if self.signal is not None and "script" not in self.procs:
@@ -310,7 +310,7 @@ class Job:
         for step in steps:
             try:
                 step()
-            except Exception as exc:  # noqa: BLE001  (one step failing must not leave the rest running)
+            except Exception as exc:
                 self.log(f"WARNING: a stop step failed ({type(exc).__name__}: {exc}); going on")
                 self.leftovers.append(f"stop step failed: {exc}")
         self._summary(rc)
@@ -356,6 +356,6 @@ class Job:
 
         try:
             line = summary(self.settings())
-        except Exception as exc:  # noqa: BLE001  (a store that cannot be read is reported, not fatal)
+        except Exception as exc:
             line = f"could not read the store: {type(exc).__name__}: {exc}"
         self.log(f"summary: job {cfg.job_id} exit {rc}; {line}")

@@ -201,7 +201,7 @@ def stop_tree(name: str, proc: Proc | None, sig: int, timeout_s: float, log: Log
     else:  # the leader is gone, not all of its group: tell them
         for p in group:
             _send(p, sig)
-    everyone = [proc, *group, *desc]
+    everyone: list = [proc, *group, *desc]
     if wait_gone(everyone + group_members(proc), timeout_s):
         log(f"stopped {name} (pid {proc.pid})")
         return True
