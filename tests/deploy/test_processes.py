@@ -42,7 +42,9 @@ def spawn(tmp_path):
         log = tmp_path / f"{name}.log"
         proc = P.start(name, [sys.executable, "-c", code], env=env or dict(os.environ), log=log)
         started.append(proc)
-        poll_for(lambda: "ready" in log.read_text() or not proc.alive(), 30, message=f"{name} to start")
+        # a whole "ready ..." line: the child may be caught in the middle of writing it
+        poll_for(lambda: re.search(r"^ready\b.*\n", log.read_text(), re.MULTILINE) or not proc.alive(), 30,
+                 message=f"{name} to start")
         assert proc.alive() or not stays, log.read_text()
         return proc, log
 
