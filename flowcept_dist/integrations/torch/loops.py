@@ -36,13 +36,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from flowcept_dist.api.task import current_task_id, error_fields
-from flowcept_dist.core.records import AdapterId, RecordType, Status, new_id
+from flowcept_dist.api.task import current_task_id, finish, new_task, start
+from flowcept_dist.core.records import AdapterId, RecordType, Status
 from flowcept_dist.integrations.torch.context import (
     ErrorCounter,
     active_pipeline,
     current_batch_index,
-    links,
     restore_task_id,
 )
 from flowcept_dist.integrations.torch.summary import hold_metric, metric_value, module_summary, summarize
@@ -87,37 +86,28 @@ class _Pending:
 
 
 def _open(p, activity_id: str, subtype: str, used: dict | None, telemetry: bool, parent=None) -> dict:
-    """A started task record, child of ``parent`` if given, else of the current task (see ``links``)."""
-    current, wf_id, camp = links()
-    if parent is None:
-        parent = current
-    rec = {"type": _TASK, "task_id": new_id(), "activity_id": activity_id, "subtype": subtype,
-           "adapter_id": _TORCH, "parent_task_id": parent, "workflow_id": wf_id, "campaign_id": camp}
+    """A started task record (:mod:`flowcept_dist.api.task`), child of ``parent`` if given, else of the
+    current task."""
+    rec = new_task(activity_id, _TORCH, parent)
+    rec["subtype"] = subtype
     if used is not None and p.capture_inputs:
         rec["used"] = used
-    if telemetry:
-        rec["telemetry_at_start"] = p.telemetry()
-    rec["started_at"] = _now()
+    start(p, rec, telemetry)
     return rec
 
 
 def _close(p, rec: dict, pending: _Pending, telemetry: bool, status: str = _FINISHED,
            exc: BaseException | None = None, early: bool = False) -> None:
+    """End a scope's record (:func:`flowcept_dist.api.task.finish`) with what ``log(...)`` received."""
     try:
-        rec["ended_at"] = _now()
-        rec["status"] = status
-        if exc is not None:
-            error_fields(rec, exc)
         if early:
             rec["custom_metadata"] = {**(rec.get("custom_metadata") or {}), "exited_early": True}
         generated = pending.take()
         if generated is not None and p.capture_outputs:
             rec["generated"] = generated
-        if telemetry:
-            rec["telemetry_at_end"] = p.telemetry()
-        p.emit(rec)
     except Exception as err:
         _errors(err)
+    finish(p, rec, exc, status=status, telemetry=telemetry)
 
 
 class RunScope:
