@@ -39,7 +39,7 @@ sys.path.insert(0, HERE)
 
 def _load() -> str:
     try:
-        return "load average %.2f %.2f %.2f" % os.getloadavg()
+        return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
     except OSError:
         return "load average unknown"
 
@@ -91,47 +91,53 @@ def _median_time(fn, reps: int) -> tuple[float, object]:
     return statistics.median(times), out
 
 
-def bench_store(sizes: list[int], reps: int) -> None:
+def _store_size(n: int, reps: int) -> dict:
+    """Ingest ``n`` task records into a fresh LMDB store and time the queries; the row of the table."""
     from flowcept_dist.api.query import QueryAPI
     from flowcept_dist.core.settings import load_settings
     from flowcept_dist.stores.lmdb import LMDBStore
 
+    tmp = tempfile.mkdtemp(prefix="bench-scale-")
+    try:
+        settings = load_settings(overrides={"store.lmdb_path": os.path.join(tmp, "lmdb")}, environ={})
+        store = LMDBStore(settings)
+        t_ingest = 0.0
+        for start in range(0, n, 1000):
+            batch = _records(start, min(1000, n - start))
+            t0 = time.perf_counter()
+            store.write_batch(batch)
+            t_ingest += time.perf_counter() - t0
+        api = QueryAPI(settings, store=store)
+        mid_wf = f"wf-{(n // 1000) // 2:06d}"
+        queries = {
+            "one workflow (1,000 tasks)": lambda: api.query({"workflow_id": mid_wf, "type": "task"}),
+            "failed tasks (2%), projected": lambda: api.query({"status": "ERROR"}, projection=["task_id", "exception"]),
+            "dotted field, sort, limit 10": lambda: api.query({"type": "task", "used.x": 7},
+                                                              sort=[("started_at", -1)], limit=10),
+            "newest 10 tasks (sort, limit)": lambda: api.query({"type": "task"}, sort=[("started_at", -1)], limit=10),
+            "workflow_summaries(limit=20)": lambda: api.workflow_summaries(limit=20),
+        }
+        row = {"n": n, "bytes_per_record": _du(os.path.join(tmp, "lmdb")) / n, "ingest_rate": n / t_ingest}
+        for name, fn in queries.items():
+            row[name], _ = _median_time(fn, reps)
+        if n >= 100_000:
+            row["to_dataframe (100,000 rows)"], df = _median_time(
+                lambda: api.to_dataframe({"type": "task"}, limit=100_000), max(1, reps // 2))
+            assert len(df) == 100_000
+        api.close()
+        return row
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench_store(sizes: list[int], reps: int) -> None:
     print(f"\nStore (LMDB, fsync per commit), batches of 1,000 records; {_load()}")
     rows = []
     for n in sizes:
-        tmp = tempfile.mkdtemp(prefix="bench-scale-")
-        try:
-            settings = load_settings(overrides={"store.lmdb_path": os.path.join(tmp, "lmdb")}, environ={})
-            store = LMDBStore(settings)
-            t_ingest = 0.0
-            for start in range(0, n, 1000):
-                batch = _records(start, min(1000, n - start))
-                t0 = time.perf_counter()
-                store.write_batch(batch)
-                t_ingest += time.perf_counter() - t0
-            api = QueryAPI(settings, store=store)
-            mid_wf = f"wf-{(n // 1000) // 2:06d}"
-            queries = {
-                "one workflow (1,000 tasks)": lambda: api.query({"workflow_id": mid_wf, "type": "task"}),
-                "failed tasks (2%), projected": lambda: api.query({"status": "ERROR"}, projection=["task_id", "exception"]),
-                "dotted field, sort, limit 10": lambda: api.query({"type": "task", "used.x": 7},
-                                                                  sort=[("started_at", -1)], limit=10),
-                "newest 10 tasks (sort, limit)": lambda: api.query({"type": "task"}, sort=[("started_at", -1)], limit=10),
-                "workflow_summaries(limit=20)": lambda: api.workflow_summaries(limit=20),
-            }
-            row = {"n": n, "bytes_per_record": _du(os.path.join(tmp, "lmdb")) / n, "ingest_rate": n / t_ingest}
-            for name, fn in queries.items():
-                row[name], _ = _median_time(fn, reps)
-            if n >= 100_000:
-                row["to_dataframe (100,000 rows)"], df = _median_time(
-                    lambda: api.to_dataframe({"type": "task"}, limit=100_000), max(1, reps // 2))
-                assert len(df) == 100_000
-            api.close()
-            rows.append(row)
-            print(f"  {n:>9,} records: {row['bytes_per_record']:,.0f} bytes/record on disk, "
-                  f"ingest {row['ingest_rate']:,.0f} records/s", flush=True)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        row = _store_size(n, reps)
+        rows.append(row)
+        print(f"  {n:>9,} records: {row['bytes_per_record']:,.0f} bytes/record on disk, "
+              f"ingest {row['ingest_rate']:,.0f} records/s", flush=True)
     names = [k for k in rows[-1] if k not in ("n",)]
     print(f"\n  {'measure':<32}" + "".join(f"{r['n']:>14,}" for r in rows) + "   growth per step (size x"
           + ", x".join(f"{b['n'] / a['n']:g}" for a, b in zip(rows, rows[1:])) + ")")
