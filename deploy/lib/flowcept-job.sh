@@ -206,6 +206,7 @@ fc__start() {
     local name=$1 logf=$2; shift 2
     set -m
     if [[ -n $logf ]]; then
+        [[ -e $logf ]] || (umask 077 && : >"$logf")  # logs are the owner's only
         "$@" >>"$logf" 2>&1 </dev/null &
     else
         "$@" </dev/null &
@@ -389,8 +390,10 @@ fc__preflight() {
 fc__dirs() {
     FC_RUN_DIR=$FC_JOB_DIR/run
     FC_LOG_DIR=$FC_JOB_DIR/logs
-    mkdir -p "$FC_RUN_DIR" "$FC_LOG_DIR" || fc_die "cannot create the job directory $FC_JOB_DIR (set FC_JOB_DIR)"
-    chmod 700 "$FC_JOB_DIR" "$FC_RUN_DIR" 2>/dev/null
+    # owner-only (0700 directories, 0600 files), as everything flowcept_dist creates: logs name hosts,
+    # ports and errors, the run dir holds the Redis password
+    (umask 077 && mkdir -p "$FC_RUN_DIR" "$FC_LOG_DIR") || fc_die "cannot create the job directory $FC_JOB_DIR (set FC_JOB_DIR)"
+    chmod 700 "$FC_JOB_DIR" "$FC_RUN_DIR" "$FC_LOG_DIR" 2>/dev/null
     rm -f "$FC_RUN_DIR"/stop-* "$FC_RUN_DIR"/*.done
 }
 
@@ -407,7 +410,7 @@ fc__settings_env() {
     mongodb://* | mongodb+srv://*)
         export FLOWCEPT_STORE_TYPE=mongo FLOWCEPT_STORE_MONGO_URI=$FC_STORE ;;
     *)
-        mkdir -p "$FC_STORE" || fc_die "cannot create the store directory FC_STORE=$FC_STORE"
+        (umask 077 && mkdir -p "$FC_STORE") || fc_die "cannot create the store directory FC_STORE=$FC_STORE"
         FC_STORE=$(cd "$FC_STORE" && pwd)
         export FLOWCEPT_STORE_TYPE=lmdb FLOWCEPT_STORE_LMDB_PATH=$FC_STORE ;;
     esac
@@ -463,7 +466,7 @@ fc__start_transport() {
     esac
     if [[ $FC_TRANSPORT == redis && -z ${FC_REDIS:-} ]]; then
         local rdir=$FC_JOB_DIR/redis conf
-        mkdir -p "$rdir"
+        (umask 077 && mkdir -p "$rdir")
         conf=$rdir/redis.conf
         (
             umask 077

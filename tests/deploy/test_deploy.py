@@ -412,6 +412,16 @@ def test_slurm_dask_two_nodes_persists_every_task(job):
     assert f"records: {job.job_dir / 'lmdb'}" in job.output
     assert "persisted" in job.output and "dropped 0" in job.output
     job.assert_nothing_left()
+    assert_owner_only(job.job_dir)
+
+
+def assert_owner_only(job_dir) -> None:
+    """The job's directory, logs, store and stats are its owner's only (under the tests' usual umask 022)."""
+    mode = lambda p: p.stat().st_mode & 0o777  # noqa: E731
+    for d in (job_dir, job_dir / "logs", job_dir / "run", job_dir / "lmdb", job_dir / "stats"):
+        assert mode(d) == 0o700, (d, oct(mode(d)))
+    files = [*(job_dir / "logs").glob("*.log"), *(job_dir / "lmdb").glob("*.mdb"), *(job_dir / "stats").glob("*.json")]
+    assert len(files) >= 5 and all(mode(f) == 0o600 for f in files), [(f.name, oct(mode(f))) for f in files]
 
 
 def test_pbs_dask_stopped_by_sigterm_drains_and_stops_everything(job):
