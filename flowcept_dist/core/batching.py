@@ -43,6 +43,9 @@ class BatchProcessor:
     """Queue + thread + emitter. Records may carry a ``"_complete": (fn, *args)`` entry:
     ``fn(record, *args)`` runs on the processor thread before sanitizing (deferred capture work)."""
 
+    #: ``redact.batch(records)`` runs after sanitizing (a :class:`~flowcept_dist.core.redact.Redactor`, set by the Pipeline)
+    redact = None
+
     def __init__(self, emitter, *, batch_size: int = 1000, flush_interval_s: float = 0.5,
                  max_queue: int = 100000, on_full: str = "drop_oldest", block_timeout_s: float = 1.0,
                  max_value_bytes: int = 65536, max_repr_chars: int = 200, context: dict | None = None,
@@ -209,6 +212,8 @@ class BatchProcessor:
                         self.stats.truncated_values += 1
                     clean[k if isinstance(k, str) else str(k)] = sv
                 rec[field] = clean
+        if self.redact is not None:
+            self.redact.batch(batch)
         return batch
 
     def _export(self, batch: list[dict]) -> None:

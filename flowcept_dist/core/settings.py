@@ -64,6 +64,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "outputs": Key(True, "bool", "Record task outputs ('generated')."),
         "max_value_bytes": Key(65536, "int", "Largest JSON size of one input/output value; bigger values become a summary. At most 16 MiB (a MongoDB document's limit).", minimum=64, maximum=16 * 2**20),
         "max_repr_chars": Key(200, "int", "Length at which the repr inside a value summary is cut.", minimum=10, maximum=1_000_000),
+        "redact_patterns": Key("password,passwd,secret,token,api_key,credential,private_key", "str", "Values whose names match these comma-separated patterns (inputs, outputs, metadata keys, keys of nested dicts such as environments) are recorded as '<redacted>', as are passwords in URIs and after such names in text. Words match whatever the case or separator (api_key: apiKey, X-API-KEY, openai_api_key); '*' makes a glob; a leading '+' adds to the defaults; empty: off. See docs/security.md.", nullable=True),
     },
     "telemetry": {
         "enabled": Key(True, "bool", "Sample CPU/memory/disk/network/GPU in a background thread per process."),
