@@ -56,6 +56,8 @@ class RedisStreamConsumer(Consumer):
         try:
             self._r().xgroup_create(self.stream, self.group, id="0", mkstream=True)
         except redis.ResponseError as exc:
+            if isinstance(exc, redis.exceptions.NoPermissionError):  # an ACL says no: say which user and what to grant
+                raise PermissionError(unreachable_message(self.settings, exc)) from None
             if "BUSYGROUP" not in str(exc):
                 raise
         except redis.ConnectionError as exc:
