@@ -27,6 +27,11 @@ written, and the caller's retry of the whole batch is a no-op for them.
 
 Queries are Mongo-style filters, passed to MongoDB as they are after the same
 validation as every store (:func:`~flowcept_dist.stores.query.validate_filter`).
+Dotted projection paths are cut here (:meth:`MongoStore._projection`).
+
+Reconnects: pymongo reconnects by itself once the server is back; a call made
+while it is down raises ``ConnectionError`` and the store stays usable (the
+consumer retries the batch, acknowledging nothing meanwhile).
 Connection problems raise ``ConnectionError`` with one line naming the URI
 (password redacted) and what to check. ``pymongo`` is imported only here.
 """
@@ -59,7 +64,7 @@ class MongoStore(Store):
 
     def __init__(self, settings=None, uri: str | None = None, db: str | None = None, collection: str | None = None,
                  readonly: bool = False, client=None) -> None:
-        """No connection is made here. ``client``: an already built pymongo-compatible client (tests use mongomock)."""
+        """No connection is made here. ``client``: an already built pymongo client (shared, not closed here)."""
         if settings is None:
             from flowcept_dist.core.settings import load_settings
 
