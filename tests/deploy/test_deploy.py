@@ -649,6 +649,8 @@ def test_start_and_stop_services_with_pid_files(tmp_path, base_env):
                         if ln and not ln.startswith("#"))
         assert settings["FC_REDIS"] == f"127.0.0.1:{port}" and settings["FC_CONSUMER"] == "none"
         assert (svc / "services.env").stat().st_mode & 0o077 == 0  # holds the Redis password
+        for owned in (svc, svc / "logs", svc / "logs" / "consumer.log", tmp_path / "store"):
+            assert owned.stat().st_mode & 0o077 == 0, (owned, oct(owned.stat().st_mode))  # the owner's only
         # a workflow in another process, with the services' settings: the service consumer persists it
         wf_env = {**env, **{k: v for k, v in settings.items() if k.startswith("FLOWCEPT_")}}
         code = ("from flowcept_dist import Flowcept, flowcept_task\n"

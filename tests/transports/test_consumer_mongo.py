@@ -84,7 +84,7 @@ def test_consume_command_into_mongo(redis_settings, redis_server, mongo_server, 
     r = subprocess.run([sys.executable, "-m", "flowcept_dist.cli.main", "consume", "--until-idle"], env=env,
                        capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr
-    assert "into mongo mongodb://127.0.0.1" in r.stderr and "persisted 2400 records" in r.stderr
+    assert "into mongo mongodb://" in r.stderr and "persisted 2400 records" in r.stderr
     assert_complete(mongo_store, 800)
 
 
