@@ -199,6 +199,10 @@ fc__job_pids() {
     fi
 }
 
+# create file $1 readable by its owner only (0600) unless it exists: logs are opened for appending by
+# processes (Redis, engines) whose umask must stay the user's, since they also write the user's files
+fc__private_file() { [[ -e $1 ]] || (umask 077 && : >"$1"); }
+
 # start "$@" in the background in its own process group; $1 = name, $2 = log file
 # (empty: inherit the job's output). "PID STARTTIME" goes to FC_RUN_DIR/NAME.pid; FC__PID = PID,
 # FC__ID = its ID.
@@ -206,7 +210,7 @@ fc__start() {
     local name=$1 logf=$2; shift 2
     set -m
     if [[ -n $logf ]]; then
-        [[ -e $logf ]] || (umask 077 && : >"$logf")  # logs are the owner's only
+        fc__private_file "$logf"
         "$@" >>"$logf" 2>&1 </dev/null &
     else
         "$@" </dev/null &
@@ -474,6 +478,7 @@ fc__start_transport() {
                 "appendonly yes" "appendfsync everysec" 'save ""' "logfile $FC_LOG_DIR/redis.log" \
                 "requirepass $FC_REDIS_PASSWORD" "maxmemory-policy noeviction" >"$conf"
         )
+        fc__private_file "$FC_LOG_DIR/redis.log"  # Redis opens its log file itself
         fc__start redis "" redis-server "$conf"
         fc_log "starting Redis on $FC_HEAD_HOST:$FC_REDIS_PORT (append-only file in $rdir), pid $FC__PID"
         local msg
@@ -563,6 +568,7 @@ fc_node_agent() {
     trap 'FC__SIGNAL=INT' INT
     trap 'FC__SIGNAL=HUP' HUP
     set -m
+    fc__private_file "$logf"
     "$BASH" "$FC_RUN_DIR/$role.sh" >>"$logf" 2>&1 </dev/null &
     local child=$! cid
     set +m
