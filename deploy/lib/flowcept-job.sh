@@ -199,10 +199,6 @@ fc__job_pids() {
     fi
 }
 
-# create file $1 readable by its owner only (0600) unless it exists: logs are opened for appending by
-# processes (Redis, engines) whose umask must stay the user's, since they also write the user's files
-fc__private_file() { [[ -e $1 ]] || (umask 077 && : >"$1"); }
-
 # start "$@" in the background in its own process group; $1 = name, $2 = log file
 # (empty: inherit the job's output). "PID STARTTIME" goes to FC_RUN_DIR/NAME.pid; FC__PID = PID,
 # FC__ID = its ID.
@@ -210,7 +206,6 @@ fc__start() {
     local name=$1 logf=$2; shift 2
     set -m
     if [[ -n $logf ]]; then
-        fc__private_file "$logf"
         "$@" >>"$logf" 2>&1 </dev/null &
     else
         "$@" </dev/null &
@@ -394,10 +389,8 @@ fc__preflight() {
 fc__dirs() {
     FC_RUN_DIR=$FC_JOB_DIR/run
     FC_LOG_DIR=$FC_JOB_DIR/logs
-    # owner-only (0700 directories, 0600 files), as everything flowcept_dist creates: logs name hosts,
-    # ports and errors, the run dir holds the Redis password
-    (umask 077 && mkdir -p "$FC_RUN_DIR" "$FC_LOG_DIR") || fc_die "cannot create the job directory $FC_JOB_DIR (set FC_JOB_DIR)"
-    chmod 700 "$FC_JOB_DIR" "$FC_RUN_DIR" "$FC_LOG_DIR" 2>/dev/null
+    mkdir -p "$FC_RUN_DIR" "$FC_LOG_DIR" || fc_die "cannot create the job directory $FC_JOB_DIR (set FC_JOB_DIR)"
+    chmod 700 "$FC_JOB_DIR" "$FC_RUN_DIR" 2>/dev/null
     rm -f "$FC_RUN_DIR"/stop-* "$FC_RUN_DIR"/*.done
 }
 
@@ -414,7 +407,7 @@ fc__settings_env() {
     mongodb://* | mongodb+srv://*)
         export FLOWCEPT_STORE_TYPE=mongo FLOWCEPT_STORE_MONGO_URI=$FC_STORE ;;
     *)
-        (umask 077 && mkdir -p "$FC_STORE") || fc_die "cannot create the store directory FC_STORE=$FC_STORE"
+        mkdir -p "$FC_STORE" || fc_die "cannot create the store directory FC_STORE=$FC_STORE"
         FC_STORE=$(cd "$FC_STORE" && pwd)
         export FLOWCEPT_STORE_TYPE=lmdb FLOWCEPT_STORE_LMDB_PATH=$FC_STORE ;;
     esac
@@ -470,7 +463,7 @@ fc__start_transport() {
     esac
     if [[ $FC_TRANSPORT == redis && -z ${FC_REDIS:-} ]]; then
         local rdir=$FC_JOB_DIR/redis conf
-        (umask 077 && mkdir -p "$rdir")
+        mkdir -p "$rdir"
         conf=$rdir/redis.conf
         (
             umask 077
@@ -478,7 +471,6 @@ fc__start_transport() {
                 "appendonly yes" "appendfsync everysec" 'save ""' "logfile $FC_LOG_DIR/redis.log" \
                 "requirepass $FC_REDIS_PASSWORD" "maxmemory-policy noeviction" >"$conf"
         )
-        fc__private_file "$FC_LOG_DIR/redis.log"  # Redis opens its log file itself
         fc__start redis "" redis-server "$conf"
         fc_log "starting Redis on $FC_HEAD_HOST:$FC_REDIS_PORT (append-only file in $rdir), pid $FC__PID"
         local msg
@@ -568,7 +560,6 @@ fc_node_agent() {
     trap 'FC__SIGNAL=INT' INT
     trap 'FC__SIGNAL=HUP' HUP
     set -m
-    fc__private_file "$logf"
     "$BASH" "$FC_RUN_DIR/$role.sh" >>"$logf" 2>&1 </dev/null &
     local child=$! cid
     set +m

@@ -35,7 +35,7 @@ command -v redis-server >/dev/null || fc_die "redis-server is not on PATH"
 [[ $FC_CONSUMER == none ]] || command -v flowcept-dist >/dev/null || fc_die "flowcept-dist is not on PATH (activate its environment)"
 
 dir=$FC_SERVICES_DIR
-(umask 077 && mkdir -p "$dir/redis" "$dir/logs") && chmod 700 "$dir" "$dir/logs" || fc_die "cannot create $dir"
+mkdir -p "$dir/redis" "$dir/logs" && chmod 700 "$dir" || fc_die "cannot create $dir"
 envf=$dir/services.env
 
 # the password survives restarts: reuse the one in services.env
@@ -47,7 +47,7 @@ fi
 case "$FC_STORE" in
 mongodb://* | mongodb+srv://*) store_lines=("FLOWCEPT_STORE_TYPE=mongo" "FLOWCEPT_STORE_MONGO_URI=$FC_STORE") ;;
 *)
-    (umask 077 && mkdir -p "$FC_STORE") || fc_die "cannot create FC_STORE=$FC_STORE"
+    mkdir -p "$FC_STORE" || fc_die "cannot create FC_STORE=$FC_STORE"
     FC_STORE=$(cd "$FC_STORE" && pwd)
     store_lines=("FLOWCEPT_STORE_TYPE=lmdb" "FLOWCEPT_STORE_LMDB_PATH=$FC_STORE") ;;
 esac
@@ -99,7 +99,7 @@ if [[ $FC_CONSUMER == process ]]; then
         fc_log "consumer already running: pid $(fc__pid_of_file "$dir/consumer.pid")"
     else
         logf=$dir/logs/consumer.log
-        (umask 077 && : >>"$logf")
+        : >>"$logf"
         start_line=$(wc -l <"$logf")
         # the same --name after a restart: the consumer resumes the entries it had not acknowledged
         nohup setsid flowcept-dist consume --name "$(hostname)-service" >>"$logf" 2>&1 </dev/null &
