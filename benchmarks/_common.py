@@ -80,3 +80,38 @@ def side_venv(name: str, requirements: list[str], log=print) -> str | None:
     with open(stamp, "w") as fh:
         fh.write(want)
     return py
+
+
+class MongoWireProcess:
+    """nx-27017 (a MongoDB-WIRE server on SQLite, not MongoDB) on a free port in a temp dir, for one run.
+
+    Installed by the dev extra. Label its numbers as a wire server's: its storage engine is not MongoDB's.
+    """
+
+    label = "mongo-wire"
+
+    def __init__(self) -> None:
+        import pymongo
+
+        self.port = free_port()
+        self.uri = f"mongodb://127.0.0.1:{self.port}"
+        self.dir = tempfile.mkdtemp(prefix="bench-mongo-wire-")
+        self.proc = subprocess.Popen([sys.executable, "-m", "nx_27017.nx_27017", "--data-dir", self.dir, "-p",
+                                      str(self.port), "--log-file", os.path.join(self.dir, "log"),
+                                      "--pid-file", os.path.join(self.dir, "pid")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.dir)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=500) as c:
+                    c.admin.command("ping")
+                return
+            except Exception:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("nx-27017 did not start (pip install nx-27017)") from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)

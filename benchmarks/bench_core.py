@@ -79,6 +79,9 @@ def bench_decorator(args, redis_port: int | None) -> None:
         "plain": (sys.executable, dict(base)),
         "capture off": (sys.executable, dict(base, FLOWCEPT_CAPTURE_ENABLED="false")),
         "direct (LMDB)": (sys.executable, dict(base, FLOWCEPT_STORE_LMDB_PATH=os.path.join(tmp, "lmdb"))),
+        # the same without capture redaction (capture.redact_patterns empty): its cost on the processor thread
+        "direct, no redact": (sys.executable, dict(base, FLOWCEPT_STORE_LMDB_PATH=os.path.join(tmp, "lmdb-nr"),
+                                                   FLOWCEPT_CAPTURE_REDACT_PATTERNS="")),
     }
     if redis_port:
         variants["redis_streams"] = (sys.executable, dict(base, FLOWCEPT_TRANSPORT_TYPE="redis_streams",

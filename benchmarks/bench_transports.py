@@ -10,8 +10,11 @@ Starts its own redis-server and tansu (Kafka protocol, memory storage) on free p
 2. pipeline: the same records through ``Pipeline.emit`` + ``flush`` (BatchProcessor: queueing, value
    sanitizing, then the emitter): what a capturing process sustains;
 3. consumer ingest: a consumer reading what step 1 produced into a fresh store, from its first store write
-   to the last record persisted (excludes the Kafka group join). LMDB always; MongoDB when
-   ``FLOWCEPT_TEST_MONGO_URI`` is set.
+   to the last record persisted (excludes the Kafka group join). LMDB, and MongoStore through pymongo's
+   sockets: into a real MongoDB when ``FLOWCEPT_TEST_MONGO_URI`` is set (row ``ingest->mongo``), else into
+   nx-27017, a MongoDB-WIRE server on SQLite that this benchmark starts (row ``ingest->mongo-wire``: its
+   storage engine is not MongoDB's, so the row measures our store's wire path, not MongoDB).
+   ``--no-mongo`` skips it.
 
 Medians over the repeats and the spread ((max-min)/2) are printed, with kafka/redis ratios. The target is
 >= 50,000 records/s produced for both transports on a 2-core machine.
@@ -29,7 +32,7 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RedisProcess, free_port, median_spread
+from _common import MongoWireProcess, RedisProcess, free_port, median_spread
 
 TARGET = 50_000
 
@@ -139,7 +142,7 @@ class TimedStore:
         return getattr(self.store, name)
 
 
-def bench_ingest(settings, expected: int, store_kind: str, tmp: str):
+def bench_ingest(settings, expected: int, store_kind: str, tmp: str, mongo_uri: str | None = None):
     from flowcept_dist.stores.lmdb import LMDBStore
     from flowcept_dist.stores.mongo import MongoStore
     from flowcept_dist.transports.registry import create_consumer
@@ -148,9 +151,10 @@ def bench_ingest(settings, expected: int, store_kind: str, tmp: str):
     if store_kind == "lmdb":
         store = LMDBStore(settings, path=os.path.join(tmp, db))
     else:
-        store = MongoStore(settings, uri=os.environ["FLOWCEPT_TEST_MONGO_URI"], db=db)
+        store = MongoStore(settings, uri=mongo_uri, db=db)
     timed = TimedStore(store)
-    c = create_consumer(settings, store=timed).start()
+    # a consumer group of its own: every store's ingest reads the whole stream / topic from its start
+    c = create_consumer(settings, store=timed, group=f"ingest-{db}").start()
     try:
         deadline = time.monotonic() + 180
         while store.count() < expected:
@@ -160,7 +164,7 @@ def bench_ingest(settings, expected: int, store_kind: str, tmp: str):
         dt = time.perf_counter() - timed.first
     finally:
         c.stop(drain=False, timeout_s=30)
-        if store_kind == "mongo":
+        if store_kind != "lmdb":
             store._collection().database.client.drop_database(db)
         store.close()
     return expected / dt
@@ -176,24 +180,33 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer records and repeats (about a minute)")
     ap.add_argument("--records", type=int, default=None, help="records per measurement")
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--no-mongo", action="store_true", help="skip consumer ingest into MongoStore")
     args = ap.parse_args()
     n = args.records or (40_000 if args.quick else 200_000)
     repeats = args.repeats or (2 if args.quick else 3)
-    stores = ["lmdb"] + (["mongo"] if os.environ.get("FLOWCEPT_TEST_MONGO_URI") else [])
+    real_mongo = os.environ.get("FLOWCEPT_TEST_MONGO_URI")
+    stores = ["lmdb"] + ([] if args.no_mongo else ["mongo" if real_mongo else "mongo-wire"])
     tmp = tempfile.mkdtemp(prefix="bench-transports-")
     services = {"redis": RedisProcess(), "kafka": TansuProcess()}
+    if "mongo-wire" in stores:
+        services["mongo-wire"] = MongoWireProcess()
+    mongo_uri = real_mongo or (services["mongo-wire"].uri if "mongo-wire" in services else None)
     kinds = ("redis_streams", "kafka")
     results: dict = {}
     try:
         print(f"{n} records of ~1 KB per measurement, {repeats} repeats, {os.cpu_count()} CPUs; "
               f"stores: {', '.join(stores)}", flush=True)
+        if "mongo-wire" in stores:
+            print("mongo-wire = MongoStore over pymongo sockets into nx-27017, a MongoDB-wire server on SQLite "
+                  "(not MongoDB)", flush=True)
         for _ in range(repeats):
             for kind in kinds:  # interleaved, so both see the same machine load
                 rate, settings, produced = bench_export(kind, services, tmp, n)
                 results.setdefault(("export", kind), []).append(rate)
                 results.setdefault(("pipeline", kind), []).append(bench_pipeline(kind, services, tmp, n))
                 for store in stores:
-                    results.setdefault((f"ingest->{store}", kind), []).append(bench_ingest(settings, produced, store, tmp))
+                    results.setdefault((f"ingest->{store}", kind), []).append(
+                        bench_ingest(settings, produced, store, tmp, mongo_uri))
         print(f"\n{'records/s (median ± spread)':<28}{'redis_streams':>24}{'kafka':>24}{'kafka/redis':>14}")
         ok = True
         for what in ["export", "pipeline"] + [f"ingest->{s}" for s in stores]:

@@ -1,4 +1,4 @@
-"""Shared fixtures: real redis-server and Kafka broker per test session, isolated settings and stores,
+"""Shared fixtures: real redis-server, Kafka broker and MongoDB-wire server per test session, isolated settings and stores,
 the memory emitter, and the checks every test gets (no pipeline left over, no thread leaked).
 
 Tests are grouped like the code: core/, api/, transports/, stores/, integrations/{dask,ray,torch}/,
@@ -15,6 +15,7 @@ import time
 import pytest
 from helpers import free_port, poll_for
 from kafka_fixtures import kafka_broker, kafka_settings, kafka_topic  # noqa: F401  (fixtures)
+from mongo_fixtures import mongo_db, mongo_server, restartable_mongo  # noqa: F401  (fixtures)
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")

@@ -15,13 +15,13 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from flowcept_dist.cli.errors import CliError
+    from flowcept_dist.core.files import open_private
     from flowcept_dist.core.settings import DEFAULT_SETTINGS_PATH, SETTINGS_PATH_ENV, render_settings_file
 
     path = os.path.expanduser(args.path or os.environ.get(SETTINGS_PATH_ENV) or DEFAULT_SETTINGS_PATH)
     if os.path.exists(path) and not args.force:
         raise CliError(f"{path} exists; pass --force to overwrite it")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
+    with open_private(path, "w", encoding="utf-8") as fh:  # 0600: it will hold passwords
         fh.write(render_settings_file())
     print(f"wrote {path}")
     if args.path and os.path.abspath(path) != os.path.abspath(os.path.expanduser(DEFAULT_SETTINGS_PATH)):

@@ -38,7 +38,7 @@ def run(args) -> int:
         "dropped": dropped,
         "truncated_values": sum(s.get("truncated_values", 0) for s in producers),
         "consumers": [{k: c.get(k) for k in ("hostname", "pid", "records_in", "dead_lettered", "store_failures",
-                                             "reclaimed", "last_error")} for c in consumers],
+                                             "reclaimed", "last_error", "dropped")} for c in consumers],
         "transport": settings.transport.type,
     }
     errors = [s.get("last_error") for s in producers if s.get("last_error")]
@@ -65,7 +65,8 @@ def run(args) -> int:
         print(f"last export error: {out['last_error']}")
     for c in out["consumers"]:
         print(f"consumer {c['hostname']}:{c['pid']}: persisted {c['records_in']}, dead-lettered {c['dead_lettered']}, "
-              f"store failures {c['store_failures']}, re-claimed {c['reclaimed']}")
+              f"store failures {c['store_failures']}, re-claimed {c['reclaimed']}"
+              + "".join(f", {k} {v}" for k, v in sorted((c.get("dropped") or {}).items())))
     if line is not None:
         print(line)
     elif "stream_error" in out:

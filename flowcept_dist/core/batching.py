@@ -27,10 +27,14 @@ import os
 import threading
 import time
 import weakref
+from typing import TYPE_CHECKING
 
 from flowcept_dist.core.logging import LogOnce, _text
 from flowcept_dist.core.sanitize import sanitize
 from flowcept_dist.core.stats import PipelineStats
+
+if TYPE_CHECKING:
+    from flowcept_dist.core.redact import Redactor
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,9 @@ _processors: "weakref.WeakSet[BatchProcessor]" = weakref.WeakSet()
 class BatchProcessor:
     """Queue + thread + emitter. Records may carry a ``"_complete": (fn, *args)`` entry:
     ``fn(record, *args)`` runs on the processor thread before sanitizing (deferred capture work)."""
+
+    #: ``redact.batch(records)`` runs after sanitizing (a :class:`~flowcept_dist.core.redact.Redactor`, set by the Pipeline)
+    redact: "Redactor | None" = None
 
     def __init__(self, emitter, *, batch_size: int = 1000, flush_interval_s: float = 0.5,
                  max_queue: int = 100000, on_full: str = "drop_oldest", block_timeout_s: float = 1.0,
@@ -209,6 +216,8 @@ class BatchProcessor:
                         self.stats.truncated_values += 1
                     clean[k if isinstance(k, str) else str(k)] = sv
                 rec[field] = clean
+        if self.redact is not None:
+            self.redact.batch(batch)
         return batch
 
     def _export(self, batch: list[dict]) -> None:

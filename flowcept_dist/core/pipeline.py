@@ -39,6 +39,7 @@ class Pipeline:
                  telemetry_records: bool | None = None) -> None:
         from flowcept_dist.core.batching import BatchProcessor
         from flowcept_dist.core.logging import apply_level
+        from flowcept_dist.core.redact import Redactor
         from flowcept_dist.core.registry import create_emitter
 
         self.settings = settings
@@ -62,6 +63,7 @@ class Pipeline:
             self.emitter, batch_size=t.batch_size, flush_interval_s=t.flush_interval_s, max_queue=t.max_queue,
             on_full=t.on_full, block_timeout_s=t.block_timeout_s, max_value_bytes=settings.capture.max_value_bytes,
             max_repr_chars=settings.capture.max_repr_chars, context=ctx, stats_dir=t.stats_dir, role=role)
+        self.processor.redact = Redactor.from_settings(settings)  # secrets named as such never leave the process
         self.emit = self.processor.emit  # type: ignore[method-assign]  # the hot path skips a call
         if settings.telemetry.enabled:
             from flowcept_dist.core.telemetry import TelemetrySampler

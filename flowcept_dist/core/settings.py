@@ -7,7 +7,9 @@ built. The file is ``$FLOWCEPT_SETTINGS_PATH`` if set, else
 be overridden by ``FLOWCEPT_<SECTION>_<KEY>`` (upper case), e.g.
 ``FLOWCEPT_TRANSPORT_TYPE=redis_streams`` or ``FLOWCEPT_STORE_LMDB_PATH=/data/prov``.
 Unknown keys and bad values raise :class:`SettingsError` naming the key, where
-it came from, and the allowed values.
+it came from, and the allowed values (numbers: their bounds). A ``FLOWCEPT_*``
+variable that names no setting is reported once per process (a warning naming
+the nearest known variable) and ignored.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class Key:
     minimum: float | None = None
     secret: bool = False
     nullable: bool = False
+    maximum: float | None = None
 
 
 def _emitter_names() -> list[str]:
@@ -59,8 +62,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "enabled": Key(True, "bool", "Master switch. false: decorators and plugins cost almost nothing and record nothing."),
         "inputs": Key(True, "bool", "Record task inputs ('used')."),
         "outputs": Key(True, "bool", "Record task outputs ('generated')."),
-        "max_value_bytes": Key(65536, "int", "Largest JSON size of one input/output value; bigger values become a summary.", minimum=64),
-        "max_repr_chars": Key(200, "int", "Length at which the repr inside a value summary is cut.", minimum=10),
+        "max_value_bytes": Key(65536, "int", "Largest JSON size of one input/output value; bigger values become a summary. At most 16 MiB (a MongoDB document's limit).", minimum=64, maximum=16 * 2**20),
+        "max_repr_chars": Key(200, "int", "Length at which the repr inside a value summary is cut.", minimum=10, maximum=1_000_000),
+        "redact_patterns": Key("password,passwd,secret,token,api_key,credential,private_key", "str", "Values whose names match these comma-separated patterns (inputs, outputs, metadata keys, keys of nested dicts such as environments) are recorded as '<redacted>', as are passwords in URIs and after such names in text. Words match whatever the case or separator (api_key: apiKey, X-API-KEY, openai_api_key); '*' makes a glob; a leading '+' adds to the defaults; empty: off. See docs/security.md.", nullable=True),
     },
     "telemetry": {
         "enabled": Key(True, "bool", "Sample CPU/memory/disk/network/GPU in a background thread per process."),
@@ -76,9 +80,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "transport": {
         "type": Key("direct", "registry", "Emitter: 'direct' writes into the store (no service), 'redis_streams', 'kafka', 'memory' (tests)."),
-        "batch_size": Key(1000, "int", "Records per export.", minimum=1),
+        "batch_size": Key(1000, "int", "Records per export.", minimum=1, maximum=1_000_000),
         "flush_interval_s": Key(0.5, "float", "Longest time a record waits in the queue.", minimum=0.001),
-        "max_queue": Key(100000, "int", "Bound of the in-process queue.", minimum=1),
+        "max_queue": Key(100000, "int", "Bound of the in-process queue.", minimum=1, maximum=100_000_000),
         "on_full": Key("drop_oldest", "choice", "When the queue is full: drop_oldest, drop_newest, or block (wait up to block_timeout_s, then drop the newest). Every drop is counted.",
                        choices=("drop_oldest", "drop_newest", "block")),
         "block_timeout_s": Key(1.0, "float", "How long on_full=block waits before dropping.", minimum=0),
@@ -89,13 +93,22 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "redis": {
         "host": Key("127.0.0.1", "str", "Redis host."),
-        "port": Key(6379, "int", "Redis port.", minimum=1),
-        "password": Key(None, "str", "Redis password.", secret=True, nullable=True),
+        "port": Key(6379, "int", "Redis port.", minimum=1, maximum=65535),
+        "password": Key(None, "str", "Redis password (of redis.username, or of the default user).", secret=True, nullable=True),
+        "username": Key(None, "str", "Redis ACL user name (Redis 6+); unset: the default user.", nullable=True),
+        "url": Key(None, "str", "A Redis URL instead of host/port/db/username/password: redis://[user:password@]host:port/db, or rediss:// for TLS (the ssl_* keys then apply).", secret=True, nullable=True),
+        "ssl": Key(False, "bool", "Connect with TLS (redis-server --tls-port)."),
+        "ssl_ca_certs": Key(None, "path", "CA certificate file (PEM) the server's certificate must chain to; unset: the system's CAs.", nullable=True),
+        "ssl_certfile": Key(None, "path", "Client certificate (PEM), for servers with tls-auth-clients yes.", nullable=True),
+        "ssl_keyfile": Key(None, "path", "Private key (PEM) of ssl_certfile.", nullable=True),
+        "ssl_cert_reqs": Key("required", "choice", "Check the server's certificate: required (default), optional, none (no check: testing only).", choices=("required", "optional", "none")),
+        "ssl_check_hostname": Key(True, "bool", "The server's certificate must name the host connected to."),
         "db": Key(0, "int", "Redis database number.", minimum=0),
         "stream": Key("flowcept", "str", "Stream the records go to."),
         "group": Key("flowcept-consumers", "str", "Consumer group of 'flowcept-dist consume'."),
         "dead_letter_stream": Key("flowcept:dead", "str", "Where malformed entries go."),
-        "entry_max_records": Key(200, "int", "Records packed into one stream entry.", minimum=1),
+        "dead_letter_max_len": Key(10000, "int", "Most entries kept in the dead-letter stream: the oldest go first, counted as dropped (dead_letter_overflow) by the consumer.", minimum=1, maximum=1_000_000_000),
+        "entry_max_records": Key(200, "int", "Records packed into one stream entry.", minimum=1, maximum=100_000),
         "claim_idle_s": Key(60.0, "float", "Entries pending this long on another consumer are re-claimed.", minimum=0),
         "socket_timeout_s": Key(5.0, "float", "Socket timeout of Redis calls.", minimum=0.1),
     },
@@ -104,13 +117,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "topic": Key("flowcept", "str", "Kafka topic."),
         "partition_key": Key("workflow_id", "choice", "Records with the same value of this field go to the same partition.",
                              choices=("workflow_id", "task_id", "none")),
-        "num_partitions": Key(4, "int", "Partitions of the topic when flowcept_dist creates it.", minimum=1),
-        "message_max_records": Key(200, "int", "Records packed into one Kafka message (a JSON array).", minimum=1),
-        "message_max_bytes": Key(1000000, "int", "Largest Kafka message; bigger packs are split (librdkafka message.max.bytes).", minimum=1000),
-        "linger_ms": Key(5, "int", "How long the producer waits to fill a request.", minimum=0),
+        "num_partitions": Key(4, "int", "Partitions of the topic when flowcept_dist creates it.", minimum=1, maximum=10_000),
+        "message_max_records": Key(200, "int", "Records packed into one Kafka message (a JSON array).", minimum=1, maximum=100_000),
+        "message_max_bytes": Key(1000000, "int", "Largest Kafka message; bigger packs are split (librdkafka message.max.bytes, at most 1000000000).", minimum=1000, maximum=1_000_000_000 - 4096),
+        "linger_ms": Key(5, "int", "How long the producer waits to fill a request.", minimum=0, maximum=900_000),
         "delivery_timeout_s": Key(30.0, "float", "A message not acknowledged by the broker in this time fails (then transport.max_retries applies).", minimum=0.1),
         "group": Key("flowcept-consumers", "str", "Consumer group of 'flowcept-dist consume'."),
         "dead_letter_topic": Key("flowcept.dead", "str", "Where malformed messages go."),
+        "dead_letter_retention_bytes": Key(104857600, "int", "retention.bytes of the dead-letter topic when flowcept_dist creates it: the broker deletes the oldest dead letters past this size (flowcept-dist status counts them).", minimum=1048576),
         "session_timeout_ms": Key(6000, "int", "Consumer group session timeout: a consumer silent this long loses its partitions.", minimum=1000),
         "heartbeat_interval_ms": Key(1000, "int", "Consumer group heartbeat interval.", minimum=100),
         "security_protocol": Key("PLAINTEXT", "choice", "Kafka security.protocol.", choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")),
@@ -123,7 +137,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "store": {
         "type": Key("lmdb", "registry", "Where records persist: 'lmdb' (embedded) or 'mongo'."),
         "lmdb_path": Key("~/.flowcept/lmdb", "path", "LMDB directory (one environment, shared by every process on the host)."),
-        "lmdb_map_size_gb": Key(64.0, "float", "Largest LMDB size in GiB (a sparse file: costs nothing until used).", minimum=0.01),
+        "lmdb_map_size_gb": Key(64.0, "float", "Largest LMDB size in GiB (a sparse file: costs nothing until used; at most 131072, the 64-bit address space).", minimum=0.01, maximum=131072),
         "lmdb_sync": Key(True, "bool", "fsync every LMDB commit. false: faster commits (node-local scratch, tmpfs); a crash of the whole machine (not of a process) may then lose or damage recent commits."),
         "mongo_uri": Key("mongodb://127.0.0.1:27017", "str", "MongoDB URI.", secret=True),
         "mongo_db": Key("flowcept", "str", "MongoDB database."),
@@ -131,7 +145,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "mongo_timeout_s": Key(5.0, "float", "How long to look for a MongoDB server before failing.", minimum=0.1),
     },
     "consumer": {
-        "batch_entries": Key(50, "int", "Stream entries read per call.", minimum=1),
+        "batch_entries": Key(50, "int", "Stream entries read per call.", minimum=1, maximum=100_000),
         "block_ms": Key(500, "int", "How long one read waits for new entries.", minimum=1),
         "trim": Key(True, "bool", "Trim acknowledged entries from the stream."),
         "drain_timeout_s": Key(30.0, "float", "On SIGINT/SIGTERM, longest time spent persisting what is left.", minimum=0),
@@ -146,7 +160,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "worker_flush_interval_s": Key(1.0, "float", "transport.flush_interval_s of Ray workers: longest time a record waits in a worker's queue. Shorter means more store commits (each LMDB commit is an fsync); drain() waits this long plus drain_grace_s, since Ray ends a job's workers without exit handlers.", minimum=0.001),
         "drain_grace_s": Key(0.5, "float", "drain(): wait beyond one worker flush interval for the workers' last exports.", minimum=0),
         "watch_interval_s": Key(1.0, "float", "Seconds between polls of Ray's task events by the lifecycle watcher.", minimum=0.05),
-        "watch_limit": Key(10000, "int", "Most tasks one State API listing returns (Ray caps it at 10000).", minimum=1),
+        "watch_limit": Key(10000, "int", "Most tasks one State API listing returns (Ray caps it at 10000).", minimum=1, maximum=10000),
         "actor_timeout_s": Key(30.0, "float", "ray_actor emitter: longest wait for the consumer actor to acknowledge one batch.", minimum=0.1),
     },
     "log": {
@@ -187,6 +201,8 @@ def _coerce(section: str, key: str, spec: Key, value: Any, origin: str) -> Any:
             raise _fail(section, key, origin, f"{value!r} is not {'an integer' if kind == 'int' else 'a number'}") from None
         if spec.minimum is not None and num < spec.minimum:
             raise _fail(section, key, origin, f"{value!r} is below the minimum {spec.minimum}")
+        if spec.maximum is not None and num > spec.maximum:
+            raise _fail(section, key, origin, f"{value!r} is above the maximum {spec.maximum} ({spec.doc})")
         return num
     if kind in ("str", "path"):
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
@@ -302,12 +318,56 @@ def _read_yaml(path: str) -> dict:
         with open(path, encoding="utf-8") as fh:
             data = yaml.safe_load(fh)
     except yaml.YAMLError as exc:
-        raise SettingsError(f"settings file {path} is not valid YAML: {exc}") from None
+        raise SettingsError(f"settings file {path} is not valid YAML: {_yaml_problem(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise SettingsError(f"settings file {path} must hold a mapping of sections, found {type(data).__name__}")
     return data
+
+
+def _yaml_problem(exc) -> str:
+    """One line: where (line, column) and what, from a PyYAML error (whose own text spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    text = f"{where}{problem}" + (f" ({context})" if context else "")
+    return " ".join(text.split())
+
+
+#: FLOWCEPT_* variables that are not settings (never reported as unknown)
+NOT_SETTINGS_ENV = frozenset({SETTINGS_PATH_ENV})
+NOT_SETTINGS_ENV_PREFIXES = ("FLOWCEPT_TEST_",)  # the test suite's own (FLOWCEPT_TEST_MONGO_URI)
+_reported_env: set[str] = set()
+
+
+def known_env_names() -> list[str]:
+    return [f"{ENV_PREFIX}{s.upper()}_{k.upper()}" for s, keys in SCHEMA.items() for k in keys]
+
+
+def nearest(name: str, candidates: list[str]) -> str | None:
+    import difflib
+
+    found = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def _report_unknown_env(name: str) -> None:
+    """Warn once per process about a FLOWCEPT_* variable that is no setting, naming the nearest one."""
+    if name in _reported_env or name in NOT_SETTINGS_ENV or name.startswith(NOT_SETTINGS_ENV_PREFIXES):
+        return
+    _reported_env.add(name)
+    n = len(ENV_PREFIX)  # compared without the prefix every name shares, which would make anything look close
+    near = nearest(name.upper()[n:], [k[n:] for k in known_env_names()])
+    near = ENV_PREFIX + near if near else None
+    hint = (f"did you mean {near}?" if near else
+            f"settings variables are FLOWCEPT_<SECTION>_<KEY> with sections {', '.join(SCHEMA)}")
+    import logging
+
+    logging.getLogger(__name__).warning(
+        "flowcept_dist: environment variable %s is not a setting and is ignored; %s "
+        "('flowcept-dist init-settings' lists every key and its variable)", name, hint)
 
 
 def _env_key(name: str) -> tuple[str, str] | None:
@@ -336,7 +396,9 @@ def load_settings(path: str | None = None, overrides: Mapping[str, Any] | None =
         if section not in SCHEMA:
             raise SettingsError(f"unknown settings section {section!r} ({origin}); sections: {', '.join(SCHEMA)}")
         if key not in SCHEMA[section]:
-            raise SettingsError(f"unknown setting {section}.{key} ({origin}); keys of {section}: {', '.join(SCHEMA[section])}")
+            near = nearest(key, list(SCHEMA[section]))
+            raise SettingsError(f"unknown setting {section}.{key} ({origin}); "
+                                f"{f'did you mean {section}.{near}? ' if near else ''}keys of {section}: {', '.join(SCHEMA[section])}")
         values[section][key] = value
         origins[f"{section}.{key}"] = origin
 
@@ -354,8 +416,11 @@ def load_settings(path: str | None = None, overrides: Mapping[str, Any] | None =
         if not name.startswith(ENV_PREFIX) or name == SETTINGS_PATH_ENV:
             continue
         mapped = _env_key(name)
-        if mapped is None:
-            continue  # another tool's variable (e.g. FLOWCEPT_TEST_MONGO_URI)
+        if mapped is None or mapped[1] not in SCHEMA[mapped[0]]:
+            # a misspelled or stale variable: the environment is shared by every tool and process of a job,
+            # so it is reported (once) and ignored rather than failing capture everywhere
+            _report_unknown_env(name)
+            continue
         section, key = mapped
         apply(section, key, value, f"environment {name}")
     for name, value in (overrides or {}).items():

@@ -3,7 +3,8 @@
 Every process that captures keeps one :class:`PipelineStats`; its processor
 thread writes a JSON snapshot to ``transport.stats_dir`` now and then and at
 shutdown. Snapshots are per process (``<host>-<pid>-<id>.json``), written
-atomically, so many processes on a host never clobber each other.
+atomically, so many processes on a host never clobber each other, and readable
+by their owner only (the directory 0700, the files 0600: :mod:`flowcept_dist.core.files`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import os
 import socket
 import threading
 import time
+
+from flowcept_dist.core.files import private_dir, write_private
 
 
 class PipelineStats:
@@ -69,13 +72,9 @@ class PipelineStats:
             if not self._pruned:
                 self._pruned = True
                 prune_snapshots(stats_dir)
-            os.makedirs(stats_dir, exist_ok=True)
+            private_dir(stats_dir)
             name = f"{socket.gethostname()}-{os.getpid()}-{self._id}.json"
-            path = os.path.join(stats_dir, name)
-            tmp = path + ".tmp"
-            with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump(self.snapshot(), fh)
-            os.replace(tmp, path)
+            write_private(os.path.join(stats_dir, name), json.dumps(self.snapshot()))
         except Exception:
             pass
 

@@ -20,6 +20,7 @@ import threading
 import time
 
 from flowcept_dist.core import jsonfmt
+from flowcept_dist.core.files import FILE_MODE, private_dir
 from flowcept_dist.core.records import record_key
 from flowcept_dist.stores.base import Store
 from flowcept_dist.stores.merge import merge_records
@@ -53,9 +54,9 @@ def _acquire_env(path: str, map_size: int, readonly: bool, sync: bool = True):
             if readonly and not os.path.exists(os.path.join(path, "data.mdb")):
                 raise FileNotFoundError(f"no LMDB store at {path}: nothing has been captured there yet "
                                         f"(set FLOWCEPT_STORE_LMDB_PATH to the store you want)")
-            os.makedirs(path, exist_ok=True)
+            private_dir(path)  # 0700, and data.mdb / lock.mdb 0600: records hold every task's inputs and outputs
             env = lmdb.open(path, map_size=map_size, max_dbs=16, max_readers=512, lock=True,
-                            readahead=False, meminit=False, sync=sync)
+                            readahead=False, meminit=False, sync=sync, mode=FILE_MODE)
             dbs = {"records": env.open_db(b"records")}
             for field in INDEXED_FIELDS:
                 dbs[field] = env.open_db(f"idx:{field}".encode(), dupsort=True)

@@ -64,11 +64,9 @@ def _read_checkpoint(path: str) -> dict:
 
 
 def _write_checkpoint(path: str, data: dict) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh)
-    os.replace(tmp, path)  # atomic: a kill never leaves half a checkpoint
+    from flowcept_dist.core.files import write_private
+
+    write_private(path, json.dumps(data))  # atomic: a kill never leaves half a checkpoint; owner-only
 
 
 class Progress:

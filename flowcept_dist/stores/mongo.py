@@ -27,6 +27,11 @@ written, and the caller's retry of the whole batch is a no-op for them.
 
 Queries are Mongo-style filters, passed to MongoDB as they are after the same
 validation as every store (:func:`~flowcept_dist.stores.query.validate_filter`).
+Dotted projection paths are cut here (:meth:`MongoStore._projection`).
+
+Reconnects: pymongo reconnects by itself once the server is back; a call made
+while it is down raises ``ConnectionError`` and the store stays usable (the
+consumer retries the batch, acknowledging nothing meanwhile).
 Connection problems raise ``ConnectionError`` with one line naming the URI
 (password redacted) and what to check. ``pymongo`` is imported only here.
 """
@@ -59,7 +64,7 @@ class MongoStore(Store):
 
     def __init__(self, settings=None, uri: str | None = None, db: str | None = None, collection: str | None = None,
                  readonly: bool = False, client=None) -> None:
-        """No connection is made here. ``client``: an already built pymongo-compatible client (tests use mongomock)."""
+        """No connection is made here. ``client``: an already built pymongo client (shared, not closed here)."""
         if settings is None:
             from flowcept_dist.core.settings import load_settings
 
@@ -229,29 +234,40 @@ class MongoStore(Store):
 
     # -- reads ------------------------------------------------------------------
     @staticmethod
-    def _projection(projection) -> dict:
+    def _projection(projection) -> tuple[dict, object]:
+        """(what the server is asked for, what :func:`project` still applies here: None for nothing).
+
+        Dotted paths (``used.x``) are projected here, not by the server: the server is asked for their
+        top-level field. MongoDB would answer the same either way; servers that only speak its wire protocol
+        differ on dotted projections (tests/mongo_fixtures.py), and every store then shares one projection code.
+        """
         if not projection:
-            return {f: 0 for f in HIDDEN_FIELDS}
+            return {f: 0 for f in HIDDEN_FIELDS}, None
         project({}, projection)  # same validation and errors as every store
         if isinstance(projection, (list, tuple)):
             projection = {p: 1 for p in projection}
+        dotted = any("." in k for k in projection)
         if any(v for k, v in projection.items() if k != "_id"):
-            return {**{k: 1 for k, v in projection.items() if v and k not in HIDDEN_FIELDS}, "_id": 0}
-        return {**{k: 0 for k in projection}, **{f: 0 for f in HIDDEN_FIELDS}}
+            tops = {k.split(".", 1)[0]: 1 for k, v in projection.items() if v and k not in HIDDEN_FIELDS}
+            return {**tops, "_id": 0}, (projection if dotted else None)
+        return ({**{k: 0 for k in projection if "." not in k}, **{f: 0 for f in HIDDEN_FIELDS}},
+                (projection if dotted else None))
 
     def query(self, filter: dict | None = None, projection=None, sort=None, limit: int | None = None) -> list[dict]:
         validate_filter(filter)
         order = normalize_sort(sort)
         if limit is not None and (not isinstance(limit, int) or limit < 0):
             raise QueryError(f"limit must be a non-negative integer, got {limit!r}")
+        asked, local = self._projection(projection)
         coll = self._collection()
         with self._errors("querying"):
-            cur = coll.find(filter or {}, self._projection(projection))
+            cur = coll.find(filter or {}, asked)
             if order:
                 cur = cur.sort(order)
             if limit:
                 cur = cur.limit(limit)
-            return [_strip(d) for d in cur]
+            docs = [_strip(d) for d in cur]
+        return docs if local is None else [project(d, local) for d in docs]
 
     def count(self, filter: dict | None = None) -> int:
         validate_filter(filter)

@@ -106,6 +106,12 @@ class Consumer(abc.ABC):
     def lag(self) -> dict:
         """{'pending': entries delivered but not acknowledged, 'lag': entries not yet delivered}."""
 
+    def dead_letters_dropped(self, n: int, bound: str) -> None:
+        """The dead-letter destination is bounded: ``n`` old dead letters made room (counted, logged once)."""
+        self.stats.drop("dead_letter_overflow", n)
+        self.log_once("dead_overflow", "flowcept_dist consumer: the dead-letter destination is full (%s); its %d oldest "
+                      "entr(y/ies) were dropped (counted as dead_letter_overflow; logged once)", bound, n)
+
     def housekeeping(self) -> None:  # noqa: B027  (optional hook)
         """Called between polls (trim, periodic re-claim)."""
 

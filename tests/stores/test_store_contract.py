@@ -3,11 +3,13 @@
 Stores under test (the ``rig`` fixture):
 
 - ``lmdb``: the embedded store;
-- ``mongo-mongomock``: :class:`MongoStore` on mongomock, an in-memory STAND-IN for a MongoDB server
-  (none can be installed on the machines these tests run on). It checks our code paths (merge, conditional
-  writes, projections, key scans) but not MongoDB's own query engine. Marked ``stand_in``;
-- ``mongo-real``: :class:`MongoStore` on a real server; runs only when ``FLOWCEPT_TEST_MONGO_URI`` is set
-  (e.g. ``mongodb://127.0.0.1:27017``; see docs/kafka_mongo.md). Each test uses a fresh database, dropped after.
+- ``mongo-wire``: :class:`MongoStore` through pymongo's real sockets to **nx-27017**, a MongoDB-WIRE server
+  (SQLite underneath, not MongoDB) that the tests start on a free port (tests/mongo_fixtures.py). Marked
+  ``mongo_wire``. Its known differences from MongoDB are pinned one by one in test_mongo_wire.py;
+- ``mongo-real``: the same tests against a real MongoDB, instead of the wire server, when
+  ``FLOWCEPT_TEST_MONGO_URI`` is set (e.g. ``mongodb://127.0.0.1:27017``; see docs/kafka_mongo.md).
+
+Each Mongo test uses a fresh database, dropped after.
 """
 
 from __future__ import annotations
@@ -21,80 +23,57 @@ import uuid
 
 import pytest
 from helpers import free_port
+from mongo_fixtures import REAL_URI, database_uri
 
 from flowcept_dist.stores.lmdb import LMDBStore
 from flowcept_dist.stores.migrate import migrate
 from flowcept_dist.stores.mongo import MongoStore
 from flowcept_dist.stores.query import QueryError, matches
 
-MONGO_URI = os.environ.get("FLOWCEPT_TEST_MONGO_URI")
+MONGO_KIND = "mongo-real" if REAL_URI else "mongo-wire"
 
 
 class StoreRig:
     """Opens stores of one kind on the same data (to test several writers, reopening, migration)."""
 
-    def __init__(self, kind: str, settings, tmp_path, monkeypatch) -> None:
+    def __init__(self, kind: str, settings, tmp_path, request) -> None:
         self.kind, self.settings, self.tmp_path = kind, settings, tmp_path
         self.opened: list = []
         self.db = f"flowcept_test_{uuid.uuid4().hex[:12]}"
-        self.client = None
-        if kind == "mongo-mongomock":
-            import mongomock
-            import mongomock.collection as mc
-
-            # mongomock 4.3 predates the ``sort`` argument pymongo >= 4.11 passes to bulk replace/update
-            # builders; accept and ignore it (MongoStore never sorts a write)
-            orig = mc.BulkOperationBuilder.add_replace
-
-            def add_replace(self_, selector, doc, upsert, collation=None, hint=None, sort=None):
-                return orig(self_, selector, doc, upsert, collation=collation, hint=hint)
-
-            monkeypatch.setattr(mc.BulkOperationBuilder, "add_replace", add_replace)
-            self.client = mongomock.MongoClient()
+        self.server = request.getfixturevalue("mongo_server") if kind.startswith("mongo") else None
 
     def open(self):
         if self.kind == "lmdb":
             store = LMDBStore(self.settings, path=str(self.tmp_path / "store"))
-        elif self.kind == "mongo-mongomock":
-            store = MongoStore(self.settings, db=self.db, client=self.client)
         else:
-            store = MongoStore(self.settings, uri=MONGO_URI, db=self.db)
+            store = MongoStore(self.settings, uri=self.server.uri, db=self.db)
         self.opened.append(store)
         return store
 
     @property
-    def location(self) -> str | None:
-        """``NAME:LOCATION`` for the command line, or None if another process cannot reach this store."""
+    def location(self) -> str:
+        """``NAME:LOCATION`` for the command line."""
         if self.kind == "lmdb":
             return f"lmdb:{self.tmp_path / 'store'}"
-        if self.kind == "mongo-real":
-            base = MONGO_URI.split("?", 1)[0].rstrip("/")
-            if base.count("/") > 2:  # the URI names a database: use ours instead
-                base = base.rsplit("/", 1)[0]
-            return f"mongo:{base}/{self.db}"
-        return None
+        return f"mongo:{database_uri(self.server.uri, self.db)}"
 
     def close(self) -> None:
         for s in self.opened:
             s.close()
-        if self.kind == "mongo-real":
+        if self.server is not None:
             import pymongo
 
-            with pymongo.MongoClient(MONGO_URI, serverSelectionTimeoutMS=5000) as c:
+            with pymongo.MongoClient(self.server.uri, serverSelectionTimeoutMS=5000) as c:
                 c.drop_database(self.db)
 
 
-STORE_KINDS = [
-    "lmdb",
-    pytest.param("mongo-mongomock", marks=pytest.mark.stand_in),
-    pytest.param("mongo-real", marks=pytest.mark.skipif(not MONGO_URI, reason="FLOWCEPT_TEST_MONGO_URI is not set")),
-]
+STORE_KINDS = ["lmdb", pytest.param(MONGO_KIND, marks=pytest.mark.mongo_wire) if not REAL_URI else MONGO_KIND]
 MONGO_KINDS = STORE_KINDS[1:]
 
 
 @pytest.fixture(params=STORE_KINDS)
-def rig(request, settings_factory, tmp_path, monkeypatch):
-    r = StoreRig(request.param, settings_factory(), tmp_path, monkeypatch)
+def rig(request, settings_factory, tmp_path):
+    r = StoreRig(request.param, settings_factory(), tmp_path, request)
     yield r
     r.close()
 
@@ -206,9 +185,6 @@ def test_a_malformed_record_fails_the_batch_before_any_write(store):
 
 
 def test_concurrent_writers_of_the_same_keys_lose_nothing(rig):
-    if rig.kind == "mongo-mongomock":
-        pytest.skip("mongomock matches and replaces in two steps, so it cannot stand in for a server's atomic "
-                    "conditional write; test_mongo_conditional_write_remerges_* covers the retry on it")
     stores = [rig.open() for _ in range(4)]
     n_keys = 30
     errors = []
@@ -462,8 +438,6 @@ def test_migrate_check_reports_missing_records(rig, settings_factory, tmp_path):
 
 
 def test_migrate_command_line(rig, settings_factory, tmp_path, base_env):
-    if rig.location is None:
-        pytest.skip("an in-memory stand-in cannot be reached from another process")
     src = LMDBStore(settings_factory(), path=str(tmp_path / "src"))
     populate(src, 500)
     src.close()
@@ -480,8 +454,8 @@ def test_migrate_command_line(rig, settings_factory, tmp_path, base_env):
 
 # -- Mongo specifics -----------------------------------------------------------------------------
 @pytest.fixture(params=MONGO_KINDS)
-def mongo_rig(request, settings_factory, tmp_path, monkeypatch):
-    r = StoreRig(request.param, settings_factory(), tmp_path, monkeypatch)
+def mongo_rig(request, settings_factory, tmp_path):
+    r = StoreRig(request.param, settings_factory(), tmp_path, request)
     yield r
     r.close()
 

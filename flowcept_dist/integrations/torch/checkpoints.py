@@ -26,6 +26,7 @@ import time
 
 from flowcept_dist.api.context import current_workflow
 from flowcept_dist.core import pipeline as runtime
+from flowcept_dist.core.files import private_dir, write_private
 from flowcept_dist.core.records import SCHEMA_VERSION, AdapterId, RecordType, new_id
 from flowcept_dist.integrations.torch.catalog import SUBTYPE, checkpoint_bytes, find_checkpoint
 from flowcept_dist.integrations.torch.context import links
@@ -43,15 +44,8 @@ def _pipeline():
 
 def _write_file(directory: str, object_id: str, data: bytes) -> str:
     """Write atomically (temp file, fsync, rename) and return the absolute path."""
-    directory = os.path.abspath(os.path.expanduser(directory))
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, f"{object_id}.pt")
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    path = os.path.join(private_dir(directory), f"{object_id}.pt")
+    write_private(path, data, fsync=True)  # owner-only, like every file flowcept_dist creates
     return path
 
 

@@ -53,6 +53,11 @@ def producer_config(settings) -> dict:
     return conf
 
 
+def dead_letter_topic_config(settings) -> dict:
+    """Topic configuration of the dead-letter topic: bounded by size, the oldest deleted first."""
+    return {"cleanup.policy": "delete", "retention.bytes": str(settings.kafka.dead_letter_retention_bytes)}
+
+
 def unreachable_message(settings, detail) -> str:
     k = settings.kafka
     return (f"Kafka at {k.bootstrap_servers} is unreachable or refused the request ({detail}); start the broker, "
@@ -84,8 +89,9 @@ def topic_partitions(client, settings, topic: str, timeout_s: float = 5.0) -> in
     return len(meta.partitions)
 
 
-def ensure_topic(settings, topic: str) -> None:
-    """Create ``topic`` with ``kafka.num_partitions`` partitions unless it exists. Never raises."""
+def ensure_topic(settings, topic: str, partitions: int | None = None, config: dict | None = None) -> None:
+    """Create ``topic`` with ``partitions`` (default ``kafka.num_partitions``) and topic ``config`` unless it
+    exists (an existing topic is left as it is). Never raises."""
     from confluent_kafka import KafkaError
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -93,10 +99,10 @@ def ensure_topic(settings, topic: str) -> None:
     conf["log_level"] = 3  # errors only: nothing polls this short-lived client's log queue
     try:
         admin = AdminClient(conf)
-        fut = admin.create_topics([NewTopic(topic, num_partitions=settings.kafka.num_partitions,
-                                            replication_factor=-1)], request_timeout=10)[topic]
+        fut = admin.create_topics([NewTopic(topic, num_partitions=partitions or settings.kafka.num_partitions,
+                                            replication_factor=-1, config=config or {})], request_timeout=10)[topic]
         fut.result(timeout=15)
-        log.info("flowcept_dist: created Kafka topic %s (%d partitions)", topic, settings.kafka.num_partitions)
+        log.info("flowcept_dist: created Kafka topic %s (%d partitions)", topic, partitions or settings.kafka.num_partitions)
     except Exception as exc:
         err = exc.args[0] if exc.args else None
         if getattr(err, "code", lambda: None)() == KafkaError.TOPIC_ALREADY_EXISTS:

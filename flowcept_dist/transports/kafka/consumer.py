@@ -36,7 +36,14 @@ from typing import Any
 
 from flowcept_dist.core import jsonfmt
 from flowcept_dist.transports.consumer import Consumer
-from flowcept_dist.transports.kafka.client import client_config, producer_config, topic_partitions, unreachable_message
+from flowcept_dist.transports.kafka.client import (
+    client_config,
+    dead_letter_topic_config,
+    ensure_topic,
+    producer_config,
+    topic_partitions,
+    unreachable_message,
+)
 
 #: how long "caught up" must hold before lag() reports it (> a few fetch.wait.max.ms round trips)
 _SETTLE_S = 0.5
@@ -188,6 +195,8 @@ class KafkaStreamConsumer(Consumer):
         if self._dlq is None:
             from confluent_kafka import Producer
 
+            # bounded by kafka.dead_letter_retention_bytes when we create it (the broker drops the oldest)
+            ensure_topic(self.settings, self.dead_topic, partitions=1, config=dead_letter_topic_config(self.settings))
             self._dlq = Producer(producer_config(self.settings))
         errors = []
 

@@ -44,11 +44,13 @@ def topic_status(settings, timeout_s: float = 5.0) -> dict:
                 lag = max(0, high - done)
                 out["partitions"].append({"partition": tp.partition, "end": high, "committed": tp.offset, "lag": lag})
                 out["lag"] += lag
-            dead = 0
+            dead = dropped = 0
             for p in _partitions(consumer, k.dead_letter_topic, timeout_s):
                 low, high = consumer.get_watermark_offsets(TopicPartition(k.dead_letter_topic, p), timeout=timeout_s)
                 dead += max(0, high - low)
+                dropped += max(0, low)  # offsets below the low watermark were deleted by retention
             out["dead_letters"] = dead
+            out["dead_letters_dropped"] = dropped
             return out
         except KafkaException as exc:
             raise ConnectionError(unreachable_message(settings, exc.args[0] if exc.args else exc)) from None
@@ -59,8 +61,9 @@ def topic_status(settings, timeout_s: float = 5.0) -> dict:
 def describe(status: dict) -> str:
     """One line for ``flowcept-dist status``."""
     parts = ", ".join(f"p{p['partition']}: lag {p['lag']}" for p in status["partitions"]) or "no partitions yet"
+    dropped = status.get("dead_letters_dropped")
     return (f"topic {status['topic']} (group {status['group']}): lag {status['lag']} ({parts}); "
-            f"{status['dead_letters']} dead letters")
+            f"{status['dead_letters']} dead letters" + (f" ({dropped} older ones deleted by retention)" if dropped else ""))
 
 
 class _Reader:

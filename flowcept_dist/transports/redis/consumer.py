@@ -56,6 +56,8 @@ class RedisStreamConsumer(Consumer):
         try:
             self._r().xgroup_create(self.stream, self.group, id="0", mkstream=True)
         except redis.ResponseError as exc:
+            if isinstance(exc, redis.exceptions.NoPermissionError):  # an ACL says no: say which user and what to grant
+                raise PermissionError(unreachable_message(self.settings, exc)) from None
             if "BUSYGROUP" not in str(exc):
                 raise
         except redis.ConnectionError as exc:
@@ -110,9 +112,13 @@ class RedisStreamConsumer(Consumer):
         for msg_id, data, reason in dead:
             pipe.xadd(self.dead_stream, {b"source_id": str(msg_id), b"reason": reason,
                                          b"data": data if isinstance(data, (bytes, str)) else repr(data)})
+        if dead:  # bounded: the oldest dead letters go, and are counted
+            pipe.xtrim(self.dead_stream, maxlen=self.settings.redis.dead_letter_max_len, approximate=False)
         if msg_ids:
             pipe.xack(self.stream, self.group, *msg_ids)
-        pipe.execute()
+        replies = pipe.execute()
+        if dead and replies[len(dead)]:
+            self.dead_letters_dropped(int(replies[len(dead)]), f"redis.dead_letter_max_len={self.settings.redis.dead_letter_max_len}")
 
     def lag(self) -> dict:
         groups = self._r().xinfo_groups(self.stream)

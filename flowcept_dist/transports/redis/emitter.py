@@ -12,7 +12,7 @@ import time
 
 from flowcept_dist.core import jsonfmt
 from flowcept_dist.transports.base import Emitter, ExportResult, ExportStatus
-from flowcept_dist.transports.redis.client import ServiceUnavailable, ping, redis_client, unreachable_message
+from flowcept_dist.transports.redis.client import ServiceUnavailable, ping, redis_client, redis_where, unreachable_message
 
 ENTRY_FIELD = b"d"
 
@@ -79,8 +79,7 @@ class RedisStreamsEmitter(Emitter):
         return f"stream {self.settings.redis.stream!r} on {where}"
 
     def describe(self) -> str:
-        r = self.settings.redis
-        return f"redis_streams {r.host}:{r.port} stream={r.stream}"
+        return f"redis_streams {redis_where(self.settings)} stream={self.settings.redis.stream}"
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         super().shutdown(timeout_s)

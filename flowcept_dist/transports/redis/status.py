@@ -11,7 +11,8 @@ def stream_status(settings) -> dict:
     try:
         stream = settings.redis.stream
         out = {"stream": stream, "length": int(r.xlen(stream)), "groups": [],
-               "dead_letters": int(r.xlen(settings.redis.dead_letter_stream))}
+               "dead_letters": int(r.xlen(settings.redis.dead_letter_stream)),
+               "dead_letters_max": settings.redis.dead_letter_max_len}
         if out["length"] or r.exists(stream):
             for g in r.xinfo_groups(stream):
                 name = g.get("name")
@@ -27,7 +28,8 @@ def describe(status: dict) -> str:
     """One line for ``flowcept-dist status``."""
     groups = "; ".join(f"group {g['group']}: {g['consumers']} consumers, pending {g['pending']}, lag {g['lag']}"
                        for g in status["groups"]) or "no consumer group yet"
-    return f"stream {status['stream']}: {status['length']} entries, {status['dead_letters']} dead letters; {groups}"
+    bound = f" (at most {status['dead_letters_max']})" if status.get("dead_letters_max") else ""
+    return f"stream {status['stream']}: {status['length']} entries, {status['dead_letters']} dead letters{bound}; {groups}"
 
 
 class _Reader:

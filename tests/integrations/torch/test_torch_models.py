@@ -84,6 +84,7 @@ def test_large_checkpoint_goes_to_a_file_with_its_hash(settings_factory):
     ckpt_dir = os.path.join(str(settings_factory().torch.checkpoint_dir))
     assert rec["storage"] == "file" and "data" not in rec
     assert os.path.dirname(rec["path"]) == os.path.abspath(ckpt_dir)
+    assert (os.stat(rec["path"]).st_mode & 0o777, os.stat(ckpt_dir).st_mode & 0o777) == (0o600, 0o700)  # owner-only
     with open(rec["path"], "rb") as fh:
         assert hashlib.sha256(fh.read()).hexdigest() == rec["sha256"]
     x = torch.randn(2, 6)
