@@ -20,6 +20,7 @@ import socket
 import time
 from pathlib import Path
 
+from flowcept_dist.core.files import open_private
 from flowcept_dist.deploy.config import expand_vars
 from flowcept_dist.deploy.processes import (
     descendants,
@@ -60,7 +61,7 @@ def run_agent(job_dir: Path, role: str, node: str) -> int:
     env = dict(os.environ)
 
     def log(msg: str) -> None:
-        with open(log_file, "a") as f:
+        with open_private(str(log_file), "a") as f:
             f.write(f"[flowcept-job node-agent {time.strftime('%H:%M:%S')}] {msg}\n")
 
     got: list[int] = []

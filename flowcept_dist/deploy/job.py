@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn, TextIO
 
+from flowcept_dist.core.files import open_private, private_dir
 from flowcept_dist.deploy import services
 from flowcept_dist.deploy.config import JobConfig
 from flowcept_dist.deploy.engines import ENGINES
@@ -170,7 +171,7 @@ class Job:
             time.sleep(POLL_S)
         output = out_file.read_text(errors="replace").strip() if out_file.exists() else ""
         if log is not None:
-            with open(log, "a") as f:
+            with open_private(str(log), "a") as f:
                 f.write(output + "\n")
         return proc.returncode() or 0, output
 
@@ -236,10 +237,9 @@ class Job:
     def _prepare(self) -> None:
         cfg = self.cfg
         try:
-            cfg.run_dir.mkdir(parents=True, exist_ok=True)
-            cfg.log_dir.mkdir(parents=True, exist_ok=True)
-            cfg.job_dir.chmod(0o700)
-            cfg.run_dir.chmod(0o700)
+            private_dir(str(cfg.run_dir))
+            private_dir(str(cfg.log_dir))
+            cfg.job_dir.chmod(0o700)  # the job's own directory, even when FC_JOB_DIR already existed
         except OSError as exc:
             self.fail(f"cannot create the job directory {cfg.job_dir} (set FC_JOB_DIR): {exc}")
         for stale in [*cfg.run_dir.glob("stop-*"), *cfg.run_dir.glob("*.done")]:
@@ -249,7 +249,7 @@ class Job:
                  f"first node {cfg.head_host}; job dir {cfg.job_dir}")
         if cfg.lmdb_store:
             try:
-                Path(cfg.store).mkdir(parents=True, exist_ok=True)
+                private_dir(str(cfg.store))
             except OSError as exc:
                 self.fail(f"cannot create the store directory FC_STORE={cfg.store}: {exc}")
         self.write_job_env()

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import psutil
 
+from flowcept_dist.core.files import open_private
+
 #: how often the waits below look again
 POLL_S = 0.1
 
@@ -107,7 +109,7 @@ def start(name: str, argv: list[str], *, env: dict, log: Path | None = None, cwd
     if not new_session:
         kwargs = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
     with contextlib.ExitStack() as stack:  # the child keeps its copy of the log; ours closes
-        out = stack.enter_context(open(log, "ab")) if log is not None else None
+        out = stack.enter_context(open_private(str(log), "ab")) if log is not None else None
         popen = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
                                  stderr=subprocess.STDOUT if out is not None else None, **kwargs)
     # the child exists until we reap it (a zombie at worst): its identity is safe to take now

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from flowcept_dist.core.files import open_private, private_dir
 from flowcept_dist.deploy.checks import CheckFailed, wait_transport
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -55,9 +56,10 @@ def start_transport(job: Job) -> None:
 def _start_redis(job: Job) -> None:
     cfg = job.cfg
     data = cfg.job_dir / "redis"
-    data.mkdir(parents=True, exist_ok=True)
+    private_dir(str(data))
     conf = data / "redis.conf"
     log_file = cfg.log_dir / "redis.log"
+    open_private(str(log_file), "a").close()  # redis-server appends to it: created owner-only first
     write_private(conf, redis_config(cfg.redis_port, cfg.redis_bind, data, log_file, cfg.redis_password))
     redis = job.start("redis", ["redis-server", str(conf)])
     job.log(f"starting Redis on {cfg.head_host}:{cfg.redis_port} (append-only file in {data}), pid {redis.pid}")

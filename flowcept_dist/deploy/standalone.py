@@ -27,6 +27,7 @@ from pathlib import Path
 
 import psutil
 
+from flowcept_dist.core.files import private_dir
 from flowcept_dist.deploy.checks import CheckFailed, wait_transport
 from flowcept_dist.deploy.processes import Proc, start, stop_tree
 from flowcept_dist.deploy.services import redis_config, write_private
@@ -75,8 +76,8 @@ def start_services(env: dict, log: Callable[[str], None] = _log) -> int:
     if shutil.which("redis-server", path=env.get("PATH")) is None:
         raise ServicesError("redis-server is not on PATH")
     try:
-        (d / "redis").mkdir(parents=True, exist_ok=True)
-        (d / "logs").mkdir(exist_ok=True)
+        private_dir(str(d / "redis"))
+        private_dir(str(d / "logs"))
         d.chmod(0o700)
     except OSError as exc:
         raise ServicesError(f"cannot create {d}: {exc}") from None
@@ -88,7 +89,7 @@ def start_services(env: dict, log: Callable[[str], None] = _log) -> int:
         store_lines = ["FLOWCEPT_STORE_TYPE=mongo", f"FLOWCEPT_STORE_MONGO_URI={store}"]
     else:
         store = os.path.abspath(os.path.expanduser(store))
-        Path(store).mkdir(parents=True, exist_ok=True)
+        private_dir(store)
         store_lines = ["FLOWCEPT_STORE_TYPE=lmdb", f"FLOWCEPT_STORE_LMDB_PATH={store}"]
     lines = [(f"# Flowcept services on {host} (flowcept-dist job services start). Load with: "
               f"set -a; source {env_file}; set +a"),

@@ -108,6 +108,10 @@ def test_slurm_dask_two_nodes_persists_every_task(job):
     aof = job.job_dir / "redis" / "appendonlydir"
     assert aof.is_dir() and any(aof.iterdir()), "Redis ran without its append-only file"
     assert (job.job_dir / "run" / "job.env").stat().st_mode & 0o077 == 0  # holds the Redis password
+    # logs and the store hold the records' contents and the services' output: the owner's only
+    logs = [p for p in job.job_dir.rglob("*.log") if p.is_file()]
+    assert logs and all(p.stat().st_mode & 0o077 == 0 for p in logs), [(p.name, oct(p.stat().st_mode)) for p in logs]
+    assert (job.job_dir / "lmdb" / "data.mdb").stat().st_mode & 0o077 == 0
     assert "stops itself after FC_TIME_LIMIT_S=900 s" in job.output
     for node in ("fakenode1", "fakenode2"):
         assert f"dask-worker on {node}: stopped (exit 0), left 0 processes" in job.output
