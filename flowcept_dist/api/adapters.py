@@ -56,7 +56,8 @@ class WorkflowLink:
     An item tagged with a workflow id (MLflow tag ``flowcept.workflow_id``) belongs to it.
     Otherwise, under a ``Flowcept`` context, an item that started while the context was active
     (``since``: when the adapter started) belongs to the context's workflow; items from before
-    belong to none. ``since=None`` links every untagged item (``watch --workflow-id``).
+    belong to none; items without a start time belong to it. ``since=None`` links every
+    untagged item (``watch --workflow-id``).
     """
 
     def __init__(self, workflow_id: str | None = None, campaign_id: str | None = None,
@@ -72,7 +73,7 @@ class WorkflowLink:
         if self.workflow_id is None:
             return None, None
         # 1 s of slack: sources keep start times in ms, or are written by another process
-        if self.since is None or (started_at is not None and started_at >= self.since - 1.0):
+        if self.since is None or started_at is None or started_at >= self.since - 1.0:
             return self.workflow_id, self.campaign_id
         return None, None
 
@@ -131,6 +132,18 @@ class Adapter(abc.ABC):
     def describe(self) -> str:
         return f"{self.name} {display_source(self.source())}"
 
+    def linked(self, record: dict, started_at: float | None = None, workflow_id: str | None = None,
+               campaign_id: str | None = None) -> dict:
+        """Set ``record``'s workflow and campaign: ``workflow_id`` if the item names one (a tag), else
+        the ``Flowcept`` context this adapter runs for (see :class:`WorkflowLink`). Unknown ones are
+        left out, so they never erase a link another event set."""
+        wf, camp = self.link(started_at, workflow_id, campaign_id)
+        if wf is not None:
+            record["workflow_id"] = wf
+        if camp is not None:
+            record["campaign_id"] = camp
+        return record
+
     def count(self, key: str, n: int = 1) -> None:
         self.counters[key] = self.counters.get(key, 0) + n
 
@@ -148,7 +161,7 @@ def metric_series(task: dict, name: str, field: str = "metric_history") -> list[
     ``field``: "metric_history" (MLflow metrics, TensorBoard scalars) or "text" (TensorBoard text).
     """
     points = ((task.get(field) or {}).get(name)) or {}
-    return sorted((tuple(p) for p in points.values()), key=lambda p: (p[0], p[2]))
+    return sorted((tuple(p) for p in points.values()), key=lambda p: (p[0], p[2] or 0))
 
 
 # -- the runner -------------------------------------------------------------------------
