@@ -157,7 +157,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_history_points": Key(20000, "int", "Most points kept per metric (scalar) series of one run; past it only the latest value is updated (counted and logged once).", minimum=1),
         "mlflow_tracking_uri": Key(None, "str", "MLflow tracking URI the mlflow adapter watches: an mlruns directory (path or file:// URI), sqlite:///path.db or another database URI, or http(s)://host:port of an mlflow server. Default: $MLFLOW_TRACKING_URI, else MLflow's default.", secret=True, nullable=True),
         "mlflow_experiments": Key(None, "str", "Experiment names or ids the mlflow adapter watches, comma-separated. Default: every experiment.", nullable=True),
-        "mlflow_lookback_s": Key(60.0, "float", "New runs are searched from the latest start time seen minus this margin (runs logged from hosts with skewed clocks, or with a start time in the past).", minimum=0),
+        "mlflow_lookback_s": Key(60.0, "float", "For this long after the latest start time seen moved, new runs are also searched this far back from it (a run logged from a host whose clock is behind has an older start time).", minimum=0),
         "tensorboard_logdir": Key(None, "path", "Log directory the tensorboard adapter watches (each directory holding event files is a run).", nullable=True),
         "tensorboard_finish_after_s": Key(120.0, "float", "A TensorBoard run with no new event for this long is marked FINISHED (event files have no end marker; an HParams session end sets the status at once).", minimum=0),
     },

@@ -3,9 +3,10 @@
 Each poll, through MLflow's own client (so a local ``mlruns`` directory, any SQL database and
 an ``mlflow server`` over HTTP behave alike):
 
-1. **New runs**: ``search_runs`` for runs that started at or after the latest start time seen
-   (minus ``adapters.mlflow_lookback_s``, for clients with skewed clocks), skipping runs already
-   known. For an ``mlruns`` directory, where MLflow's search reads every run, the search runs only
+1. **New runs**: ``search_runs`` for runs that started at or after the latest start time seen,
+   skipping runs already known; during ``adapters.mlflow_lookback_s`` after that time moved, from
+   that far back (a run logged from a host whose clock is behind may appear with an older start
+   time). For an ``mlruns`` directory, where MLflow's search reads every run, the search runs only
    when an experiment directory changed (a run was created or deleted).
 2. **Runs still going** (RUNNING, SCHEDULED): ``get_run`` each; if its status, end time, params,
    tags or the time/step of a latest metric changed, one record with the new state, and for each
@@ -98,9 +99,11 @@ class MLflowAdapter(Adapter):
             raise AdapterError(f"mlflow adapter: cannot use tracking URI {display_source(self.tracking_uri)}: {exc}") from None
 
     def _ready(self):
-        """The client, once a local store exists (never created here: a typo must not make an empty store)."""
+        """The client, once a local store exists and is set up. Never created or set up from here: a typo
+        must not make an empty store, and MLflow setting up a store twice at once can fail in the
+        program that logs to it."""
         if self._client is None:
-            if self.local is not None and not os.path.exists(self.local):
+            if self.local is not None and not _store_is_set_up(self.local, self.file_store):
                 self.count("waiting for the store to exist")
                 return None
             self._client = self._make_client()
@@ -117,7 +120,14 @@ class MLflowAdapter(Adapter):
         seen: dict = cursor.setdefault("seen", {})
         since = cursor.get("since_ms")
         if exps and self._search_needed(cursor, exps):
-            flt = "" if since is None else f"attributes.start_time >= {int(since) - self.lookback_ms}"
+            if since is None:
+                flt = ""
+            elif time.time() - cursor.get("since_at", 0) < self.lookback_ms / 1000:
+                # for lookback_s after the latest start time moved, a run with an older start time may still
+                # appear (logged from a host whose clock is behind): search back that far
+                flt = f"attributes.start_time >= {int(since) - self.lookback_ms}"
+            else:
+                flt = f"attributes.start_time > {int(since)}"
             for run in self._search(client, list(exps), flt):
                 rid = run.info.run_id
                 if rid in active or rid in seen:
@@ -197,7 +207,9 @@ class MLflowAdapter(Adapter):
         emit(rec)
         self.count("runs")
         start = info.start_time or 0
-        cursor["since_ms"] = max(cursor.get("since_ms") or 0, start)
+        if start > (cursor.get("since_ms") or 0):
+            cursor["since_ms"] = start
+            cursor["since_at"] = time.time()
         if info.status in ACTIVE:
             cursor["active"][info.run_id] = state
         else:
@@ -257,8 +269,9 @@ class MLflowAdapter(Adapter):
         base = (run.info.artifact_uri or "").rstrip("/")
         todo = [None]
         try:
+            listing = self._lister(client, run)
             while todo and len(out) < MAX_ARTIFACTS:
-                for f in client.list_artifacts(run.info.run_id, todo.pop()):
+                for f in listing(todo.pop()):
                     if f.is_dir:
                         todo.append(f.path)
                     else:
@@ -269,6 +282,37 @@ class MLflowAdapter(Adapter):
         out.sort(key=lambda a: a["path"])
         self.count("artifacts", len(out))
         return out
+
+
+    def _lister(self, client, run):
+        """``list(path)`` of the run's artifacts. From the artifact URI the run already gave, where the
+        installed MLflow allows it (its client would fetch the whole run again to find that URI)."""
+        try:
+            from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+            return get_artifact_repository(artifact_uri=run.info.artifact_uri,
+                                           tracking_uri=self.tracking_uri).list_artifacts
+        except Exception:
+            return lambda path: client.list_artifacts(run.info.run_id, path)
+
+
+def _store_is_set_up(path: str, file_store: bool) -> bool:
+    """An mlruns directory with its .trash folder, or a SQLite database with tables (read-only checks)."""
+    if file_store:
+        return os.path.isdir(os.path.join(path, ".trash"))
+    if not os.path.isfile(path):
+        return False
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
+        try:
+            return con.execute("SELECT count(*) FROM sqlite_master WHERE type='table' AND name='alembic_version'"
+                               ).fetchone()[0] > 0
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False
 
 
 def _signature(run) -> dict:
