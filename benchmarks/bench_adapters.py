@@ -52,8 +52,8 @@ def make_mlflow(uri: str, runs: int, points: int) -> None:
 
 
 def make_tensorboard(logdir: str, runs: int, points: int) -> None:
-    from tensorboard.summary.writer.event_file_writer import EventFileWriter
     from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
     t0 = time.time() - 86400
     for i in range(runs):

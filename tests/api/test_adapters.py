@@ -19,7 +19,7 @@ from flowcept_dist.stores.merge import merge_records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "examples"))
-from jsonl_adapter import JsonlAdapter  # noqa: E402
+from jsonl_adapter import JsonlAdapter
 
 
 def append(path, *points):

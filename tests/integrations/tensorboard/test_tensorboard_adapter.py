@@ -4,8 +4,6 @@ the middle; restarts; damaged files."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from helpers import poll_for
 
