@@ -255,7 +255,7 @@ class AdapterHandle:
 
     def progress(self) -> str:
         """One line for humans: what is watched, what was read, errors."""
-        parts = [f"{k} {v:,}" for k, v in self.adapter.counters.items()]
+        parts = [f"{k} {v:,}" for k, v in dict(self.adapter.counters).items()]  # a copy: the adapter thread adds keys
         parts.append(f"{self.records:,} records")
         if self.failed_polls:
             parts.append(f"{self.failed_polls} failed polls (last: {self.last_error})")
