@@ -274,8 +274,8 @@ class AdapterHandle:
         failures = 0
         try:
             while True:
+                self._wake.clear()  # before reading the flag: a stop() from now on is seen by the wait below
                 stopping = self._stopping
-                self._wake.clear()
                 ok = self._poll_once()
                 failures = 0 if ok else failures + 1
                 if stopping:

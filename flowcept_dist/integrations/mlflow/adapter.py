@@ -26,7 +26,7 @@ import time
 from urllib.parse import unquote, urlparse
 
 from flowcept_dist.api.adapters import Adapter, AdapterError, display_source
-from flowcept_dist.integrations.mlflow.records import ACTIVE, history_points, latest_metrics, run_record
+from flowcept_dist.integrations.mlflow.records import ACTIVE, finite, history_points, latest_metrics, run_record
 
 #: points within this many ms before the last one seen are asked for again (late, asynchronous logging)
 LATE_MS = 5000
@@ -199,7 +199,7 @@ class MLflowAdapter(Adapter):
         info = run.info
         rec = run_record(run, exps.get(str(info.experiment_id)), self.link, display_source(self.tracking_uri))
         state: dict = {"metrics": {}}
-        rec["metric_history"] = self._history(client, info.run_id, latest_metrics(run), state, full=True)
+        rec["metric_history"] = self._history(client, info.run_id, latest_metrics(run), state, True, rec["generated"])
         artifacts = self._artifacts(client, run)
         if artifacts is not None:
             rec["artifacts"] = artifacts
@@ -227,7 +227,7 @@ class MLflowAdapter(Adapter):
         if not changed and all(state.get(k) == v for k, v in sig.items()):
             return
         rec = run_record(run, exps.get(str(info.experiment_id)), self.link, display_source(self.tracking_uri))
-        history = self._history(client, info.run_id, changed, state, full=False)
+        history = self._history(client, info.run_id, changed, state, False, rec["generated"])
         if history:
             rec["metric_history"] = history
         if ended:
@@ -240,17 +240,19 @@ class MLflowAdapter(Adapter):
             del cursor["active"][info.run_id]
             cursor["seen"][info.run_id] = info.start_time or 0
 
-    def _history(self, client, run_id: str, metrics: dict, state: dict, full: bool) -> dict:
+    def _history(self, client, run_id: str, metrics: dict, state: dict, full: bool, generated: dict) -> dict:
+        """New points of ``metrics``; ``generated`` gets each one's latest value from its history, which
+        may be newer than the run snapshot read before it."""
         out = {}
-        known = state["metrics"]
+        known = state["metrics"]  # key -> [latest timestamp, latest step, points kept, newest timestamp]
         for key in metrics:
-            prev = known.get(key)  # [last timestamp, its step, points kept]
+            prev = known.get(key)
             kept = prev[2] if prev else 0
-            seen_ms = None if (full or prev is None) else prev[0]
+            seen_ms = None if (full or prev is None) else prev[3]
             from_ms = None if seen_ms is None else seen_ms - LATE_MS
             room = max(0, self.max_points - kept)
-            points, new, last_ts, last_step = history_points(client.get_metric_history(run_id, key), from_ms,
-                                                             seen_ms, room)
+            points, new, max_ts, latest = history_points(client.get_metric_history(run_id, key), from_ms,
+                                                         seen_ms, room)
             if new > room:
                 self.count("points over max_history_points", new - room)
                 self.errors.once("cap", "flowcept_dist: mlflow run %s metric %r has more than %d points "
@@ -259,8 +261,10 @@ class MLflowAdapter(Adapter):
             if points:
                 out[key] = points
             self.count("metric points", min(new, room))
-            if last_ts is not None:
-                known[key] = [last_ts, last_step, kept + min(new, room)]
+            if latest is not None:
+                generated[key] = finite(latest[2])
+                known[key] = [latest[0], latest[1], kept + min(new, room),
+                              max(max_ts or 0, prev[3] if prev else 0)]
         return out
 
     def _artifacts(self, client, run) -> list[dict] | None:

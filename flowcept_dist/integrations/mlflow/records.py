@@ -78,19 +78,23 @@ def run_record(run, experiment_name: str | None, link, tracking_uri: str) -> dic
 
 
 def history_points(history, from_ms: int | None = None, seen_ms: int | None = None,
-                   room: int | None = None) -> tuple[dict, int, int | None, int | None]:
+                   room: int | None = None) -> tuple[dict, int, int | None, tuple | None]:
     """Points of a metric's history logged at or after ``from_ms`` (all if None).
 
     Returns ``({point key: [step, value, time_s]}, points newer than seen_ms, newest timestamp,
-    its step)``. Points between ``from_ms`` and ``seen_ms`` are sent again (the store merges them
-    away), so a point that became visible late (asynchronous logging) is not missed. At most
-    ``room`` new points are kept (the history cap); the newest timestamp still counts them all.
+    latest)``: ``latest`` is ``(timestamp, step, value)`` of the point MLflow calls the latest (the
+    highest step, then the newest). Points between ``from_ms`` and ``seen_ms`` are sent again (the
+    store merges them away), so a point that became visible late (asynchronous logging) is not
+    missed. At most ``room`` new points are kept (the history cap); the rest are still counted.
     """
     out = {}
     new = 0
-    last_ts = last_step = None
+    max_ts = None
+    latest = None
     for m in history:
         ts = m.timestamp
+        if latest is None or (m.step, ts) >= (latest[1], latest[0]):
+            latest = (ts, m.step, m.value)
         if from_ms is not None and ts < from_ms:
             continue
         fresh = seen_ms is None or ts > seen_ms
@@ -98,6 +102,6 @@ def history_points(history, from_ms: int | None = None, seen_ms: int | None = No
             out[point_key(m.step, ts / 1000.0)] = [m.step, finite(m.value), ts / 1000.0]
         if fresh:
             new += 1
-        if last_ts is None or ts > last_ts or (ts == last_ts and m.step >= (last_step or 0)):
-            last_ts, last_step = ts, m.step
-    return out, new, last_ts, last_step
+        if max_ts is None or ts > max_ts:
+            max_ts = ts
+    return out, new, max_ts, latest

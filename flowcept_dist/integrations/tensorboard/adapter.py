@@ -50,6 +50,14 @@ def _finite(value):
     return value if not isinstance(value, float) or value == value and abs(value) != float("inf") else str(value)
 
 
+def _unchanged(known: dict, files: list[tuple[str, int]]) -> bool:
+    for name, size in files:
+        off = known.get(name)
+        if off != size and off != -1:
+            return False
+    return True
+
+
 class TensorBoardAdapter(Adapter):
     """Options (each defaults to its ``adapters.*`` setting): ``logdir``, ``finish_after_s``,
     ``max_history_points``."""
@@ -90,10 +98,13 @@ class TensorBoardAdapter(Adapter):
         found = self._event_files()
         for rel in sorted(found):  # parents first: "a" < "a/b"
             st = runs.get(rel)
+            files = found[rel]
             if st is None:
                 st = runs[rel] = {"files": {}, "plugins": {}, "latest": {}, "points": {}, "status": "RUNNING"}
                 self.count("runs")
-            rec = self._read_run(rel, found[rel], st, now)
+            elif st["status"] != "RUNNING" and _unchanged(st["files"], files):
+                continue  # the common case when idle: nothing to read, nothing to decide
+            rec = self._read_run(rel, files, st, now)
             idle = st["status"] == "RUNNING" and st.get("last") is not None \
                 and now - st.get("activity", 0) >= self.finish_after_s
             if rec is None and not idle:

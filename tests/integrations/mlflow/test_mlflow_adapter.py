@@ -36,10 +36,10 @@ def test_runs_are_captured_while_they_run_and_after(kind, tracking_uri, logger, 
             return t if t and len(metric_series(t, "loss")) == 2 else None
 
         t = poll_for(running, 90, interval=0.1, message="the running run and its first two points")
-        assert t["status"] == "RUNNING" and "ended_at" not in t
-        assert t["generated"]["loss"] == 0.5 and steps(t) == [(0, 1.0), (1, 0.5)]
-        assert t["used"] == {"lr": "0.01", "epochs": "4"}
-        assert t["workflow_id"] == fc.workflow_id  # started while the context was active
+        assert t["status"] == "RUNNING" and "ended_at" not in t, t
+        assert t["generated"]["loss"] == 0.5 and steps(t) == [(0, 1.0), (1, 0.5)], t
+        assert t["used"] == {"lr": "0.01", "epochs": "4"}, t
+        assert t["workflow_id"] == fc.workflow_id, t  # started while the context was active
         assert t["activity_id"] == exp and t["adapter_id"] == "mlflow" and t["subtype"] == "mlflow_run"
         lg.finish()
 
@@ -49,7 +49,7 @@ def test_runs_are_captured_while_they_run_and_after(kind, tracking_uri, logger, 
 
         t = poll_for(finished, 90, interval=0.1, message="the finished run with all its points")
     assert steps(t) == [(0, 1.0), (1, 0.5), (2, 0.333333), (3, 0.25)]
-    assert t["generated"] == {"loss": 0.25, "acc": 0.9}
+    assert t["generated"] == {"loss": 0.25, "acc": 0.9}, t
     assert t["ended_at"] >= t["started_at"] > 0
     meta = t["custom_metadata"]["mlflow"]
     assert meta["run_name"] == "parent" and meta["experiment_name"] == exp and meta["tags"]["team"] == "vision"
