@@ -131,3 +131,9 @@ def lmdb_settings(settings_factory):
     """The no-service default: records written straight into LMDB; fast polls."""
     return settings_factory(transport__type="direct", transport__flush_interval_s=0.05, telemetry__enabled=False,
                             adapters__poll_interval_s=0.2)
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_dir(tmp_path, monkeypatch):
+    """MLflow puts artifacts of stores created here under ./mlruns: keep them out of the source tree."""
+    monkeypatch.chdir(tmp_path)
