@@ -62,7 +62,8 @@ class Flowcept:
     def __init__(self, workflow_name: str | None = None, campaign_id: str | None = None, *,
                  workflow_id: str | None = None, parent_workflow_id: str | None = None, settings=None,
                  dask_client=None, start_consumer: bool = False, custom_metadata: dict | None = None,
-                 used: dict | None = None, flush_timeout_s: float = 30.0) -> None:
+                 used: dict | None = None, flush_timeout_s: float = 30.0,
+                 adapters=None) -> None:  # issue 13: adapters (issue 11 merges its constructor here)
         self.workflow_name = workflow_name
         self.campaign_id = campaign_id
         self.workflow_id = workflow_id or new_id()
@@ -79,6 +80,9 @@ class Flowcept:
         self._consumer: Any = None
         self._engine_links: list = []
         self._active = False
+        # -- issue 13 (observability adapters): names or Adapter objects, started by start() --
+        self.adapters: list = [adapters] if isinstance(adapters, str) else list(adapters or [])
+        self._adapter_handles: list = []
 
     # -- lifecycle ------------------------------------------------------------
     def _resolve_settings(self):
@@ -118,12 +122,25 @@ class Flowcept:
         self._active = True
         if self.dask_client is not None:
             self._engine_links.append(links.link_client("dask", self.dask_client, self))
+        # -- issue 13: start the observability adapters (lazy import, only when some are named) --
+        if self.adapters or self.settings.adapters.enabled:
+            from flowcept_dist.api.adapters import start_adapters
+
+            try:
+                self._adapter_handles = start_adapters(self, self.adapters)
+            except BaseException as exc:
+                self.stop(exc)
+                raise
         return self
 
     def stop(self, error: BaseException | None = None) -> None:
         if not self._active:
             return
         self._active = False
+        # -- issue 13: adapters read what is left, before the final flush --
+        for adapter in self._adapter_handles:
+            adapter.stop(self.settings.adapters.stop_timeout_s)
+        self._adapter_handles = []
         for handle in reversed(self._engine_links):
             try:
                 handle.close()

@@ -1,4 +1,4 @@
-"""``flowcept-dist``: init-settings, check, consume, query, workflows, status (and plugin commands).
+"""``flowcept-dist``: init-settings, check, consume, query, workflows, status, watch (and plugin commands).
 
 Each command lives in a module of this package exposing ``register(subparsers)``
 that adds its parser and sets ``func``. User mistakes raise :class:`CliError`
@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "flowcept_dist.cli.models_cmd",
     "flowcept_dist.cli.ray_cmd",
     "flowcept_dist.cli.job_cmd",
+    "flowcept_dist.cli.watch_cmd",
 ]
 
 

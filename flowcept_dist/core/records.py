@@ -41,6 +41,8 @@ class AdapterId(str, enum.Enum):
     RAY = "ray"
     INSTRUMENTATION = "instrumentation"
     TORCH = "torch"
+    MLFLOW = "mlflow"
+    TENSORBOARD = "tensorboard"
 
     def __str__(self) -> str:
         return self.value
@@ -128,12 +130,15 @@ def record_key(record: dict) -> str:
 
 
 def event_rank(record: dict) -> tuple:
-    """Order of precedence of one event of a record: (attempt, lifecycle rank).
+    """Order of precedence of one event of a record: (attempt, lifecycle rank, revision).
 
     A later retry attempt beats an earlier one; within an attempt, a terminal
-    status beats a non-terminal one.
+    status beats a non-terminal one; within a status, a higher ``revision`` wins.
+    ``revision`` is set by sources that send successive snapshots of one task
+    (observability adapters: a running MLflow run's latest metrics), so the
+    newer snapshot wins whatever the arrival order; events without it rank 0.
     """
-    return (record.get("attempt") or 0, STATUS_RANK.get(record.get("status"), 0))
+    return (record.get("attempt") or 0, STATUS_RANK.get(record.get("status"), 0), record.get("revision") or 0)
 
 
 def is_terminal(status) -> bool:

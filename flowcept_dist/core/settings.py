@@ -163,6 +163,18 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "watch_limit": Key(10000, "int", "Most tasks one State API listing returns (Ray caps it at 10000).", minimum=1, maximum=10000),
         "actor_timeout_s": Key(30.0, "float", "ray_actor emitter: longest wait for the consumer actor to acknowledge one batch.", minimum=0.1),
     },
+    "adapters": {
+        "enabled": Key("", "str", "Observability adapters every Flowcept context starts, comma-separated: mlflow, tensorboard, or a name a package registers under the flowcept_dist.adapters entry point group. Empty: none (Flowcept(adapters=[...]) names them per workflow)."),
+        "poll_interval_s": Key(2.0, "float", "Seconds between two polls of a watched source (new data appears in the store within this time plus transport.flush_interval_s).", minimum=0.05),
+        "state_dir": Key("~/.flowcept/adapters", "path", "Where adapters keep their cursors, one small JSON file per watched source, so a restarted watcher neither duplicates nor misses."),
+        "stop_timeout_s": Key(10.0, "float", "Longest time stopping an adapter may take (its last poll included).", minimum=0),
+        "max_history_points": Key(20000, "int", "Most points kept per metric (scalar) series of one run; past it only the latest value is updated (counted and logged once).", minimum=1),
+        "mlflow_tracking_uri": Key(None, "str", "MLflow tracking URI the mlflow adapter watches: an mlruns directory (path or file:// URI), sqlite:///path.db or another database URI, or http(s)://host:port of an mlflow server. Default: $MLFLOW_TRACKING_URI, else MLflow's default.", secret=True, nullable=True),
+        "mlflow_experiments": Key(None, "str", "Experiment names or ids the mlflow adapter watches, comma-separated. Default: every experiment.", nullable=True),
+        "mlflow_lookback_s": Key(60.0, "float", "For this long after the latest start time seen moved, new runs are also searched this far back from it (a run logged from a host whose clock is behind has an older start time).", minimum=0),
+        "tensorboard_logdir": Key(None, "path", "Log directory the tensorboard adapter watches (each directory holding event files is a run).", nullable=True),
+        "tensorboard_finish_after_s": Key(120.0, "float", "A TensorBoard run with no new event for this long is marked FINISHED (event files have no end marker; an HParams session end sets the status at once).", minimum=0),
+    },
     "log": {
         "level": Key("WARNING", "choice", "Log level of the flowcept_dist logger.", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
     },

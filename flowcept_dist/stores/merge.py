@@ -5,7 +5,8 @@ side and worker side). Events are merged by key, field by field:
 
 - the event with the higher rank (``attempt``, then lifecycle: SUBMITTED <
   WAITING < RUNNING < FINISHED < ERROR) wins a conflict on a scalar field;
-  the lower-ranked event only fills fields the other lacks;
+  the lower-ranked event only fills fields the other lacks; among events of one
+  status a higher ``revision`` wins (successive snapshots sent by adapters);
 - dict fields (``used``, ``generated``, ``telemetry_at_*``, ``custom_metadata``)
   merge recursively with the same precedence;
 - ``dependencies``, ``dependents`` and ``tags`` merge as ordered unions;
