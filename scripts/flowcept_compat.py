@@ -56,6 +56,8 @@ EXAMPLES = [
 ]
 #: also reported, not counted in the two numbers above
 EXTRA_EXAMPLES = ["start_here.py", "convergence_loop_example.py"]
+#: environment Flowcept's own example runner sets for an example (run_examples.sh)
+EXAMPLE_ENV = {"unmanaged/simple_task2.py": {"FLOWCEPT_USE_DEFAULT": "true"}}
 
 _IMPORT_LINE = re.compile(r"^\s*(from|import)\s+(src\.)?flowcept\b")
 _NAME = re.compile(r"(?<![\w.])(?:src\.)?flowcept(?![\w])")
@@ -117,6 +119,8 @@ def _env(home: str | None) -> dict:
             del env[name]
     env.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), env.get("PYTHONPATH")) if p)
+    # examples start "python ..." subprocesses: the interpreter running this script
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
     return env
 
 
@@ -178,14 +182,16 @@ def _parse_summary(out: str, path: str) -> list[tuple[str, str, str]]:
 
 
 def run_examples(work: str, names: list[str], home: str | None, timeout: int,
-                 error_rule: bool = True) -> list[tuple[str, str, str]]:
+                 error_rule: bool = True, use_ci_env: bool = True) -> list[tuple[str, str, str]]:
     results = []
     for name in names:
         path = os.path.join(work, "examples", name)
         t0 = time.monotonic()
         try:
+            env = _env(home)
+            env.update(EXAMPLE_ENV.get(name, {}) if use_ci_env else {})
             proc = subprocess.run([sys.executable, os.path.basename(path)], cwd=os.path.dirname(path),
-                                  env=_env(home), capture_output=True, text=True, timeout=timeout)
+                                  env=env, capture_output=True, text=True, timeout=timeout)
             out = proc.stdout + proc.stderr
             bad = [ln for ln in proc.stdout.splitlines() if "error" in ln.lower()]
             ok = proc.returncode == 0 and not (bad and error_rule)
@@ -203,6 +209,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", default=os.path.expanduser("~/.cache/flowcept_dist/flowcept-src"))
     ap.add_argument("--only", choices=("tests", "examples"))
     ap.add_argument("--keep-home", action="store_true", help="use the real HOME (and its ~/.flowcept/settings.yaml)")
+    ap.add_argument("--no-ci-env", action="store_true",
+                    help="run every example with no extra environment (Flowcept's runner sets FLOWCEPT_USE_DEFAULT=true "
+                         "for unmanaged/simple_task2.py)")
     ap.add_argument("--timeout", type=int, default=180, help="seconds per test and per example")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory and print its path")
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -217,7 +226,8 @@ def main(argv=None) -> int:
         if args.only in (None, "tests"):
             rows += [("test", *r) for r in run_tests(work, home, args.timeout, args.verbose)]
         if args.only in (None, "examples"):
-            rows += [("example", *r) for r in run_examples(work, EXAMPLES, home, args.timeout)]
+            rows += [("example", *r) for r in run_examples(work, EXAMPLES, home, args.timeout,
+                                                           use_ci_env=not args.no_ci_env)]
             rows += [("extra", *r) for r in run_examples(work, EXTRA_EXAMPLES, home, args.timeout, error_rule=False)]
         for kind, name, outcome, reason in rows:
             print(f"{kind:8} {outcome:7} {name}  {reason}")

@@ -7,7 +7,8 @@ and builds ``Flowcept.buffer``: the records of the current workflow, wherever th
 
 Without a buffer file (any transport but ``file``), ``read_buffer_file()`` with no path returns
 the task and object records of the last workflow this process ran, read from the store: what
-a buffer file would have held for it, merged. Lines that are not JSON objects (a process killed
+a buffer file would have held for it, merged (the bytes a ``FlowceptTask`` was given as ``data=``
+belong to their task: its ``data`` field names the object holding them). Lines that are not JSON objects (a process killed
 mid-write leaves at most a partial last line) are skipped, counted and reported once.
 """
 
@@ -163,6 +164,9 @@ def store_messages(settings, workflow_id: str, types=MESSAGE_TYPES) -> list[dict
         docs = api.query(flt, collection="all")
     finally:
         api.close()
+    # bytes a FlowceptTask was given (``data=``) are part of that task (its ``data`` field points to them)
+    docs = [d for d in docs if not (d.get("type") == "object" and (d.get("object_type") == "task_data"
+                                                                  or d.get("subtype") == "blob"))]
     order = {"workflow": 0, "task": 1, "object": 2}
     docs.sort(key=lambda d: (order.get(d.get("type"), 3), _num(d.get("started_at") or d.get("created_at")),
                              _num(d.get("registered_at"))))

@@ -25,6 +25,8 @@ COMMAND_MODULES = [
     "flowcept_dist.cli.migrate_cmd",
     "flowcept_dist.cli.models_cmd",
     "flowcept_dist.cli.ray_cmd",
+    "flowcept_dist.cli.ingest_cmd",
+    "flowcept_dist.cli.show_settings_cmd",
 ]
 
 

@@ -397,7 +397,7 @@ def test_slurm_dask_two_nodes_persists_every_task(job):
         a, b, c, d = res["diamond"]
         assert recs[d]["used"] == {"a": b, "b": c}
         assert set(recs[a]["dependents"]) == {b, c}
-        assert recs[d]["generated"] == {"return": 7}
+        assert recs[d]["generated"] == {"arg0": 7}
         wf = db.get_workflow(res["workflow_id"])
         assert wf["name"] == "diamond" and wf["status"] == "FINISHED"
         events = db.query({"type": "telemetry", "subtype": "worker_event"})
@@ -468,10 +468,10 @@ def test_slurm_ray_head_and_one_node(job, ray_tmp):
         assert {k: len(v) for k, v in by_name.items()} == {"inc": 3, "add": 1, "square": 4, "on_node2": 1}, \
             f"{listing}\n{job.output}"
         assert all(t["status"] == "FINISHED" and "generated" in t for t in tasks), f"{listing}\n{job.output}"
-        assert sorted(t["generated"]["return"] if isinstance(t["generated"], dict) and "return" in t["generated"]
+        assert sorted(t["generated"]["arg_0"] if isinstance(t["generated"], dict) and "arg_0" in t["generated"]
                       else t["generated"] for t in by_name["square"]) == [0, 1, 4, 9]
         (pinned,) = by_name["on_node2"]
-        assert pinned["node_id"] == res["node2"] == pinned["generated"]["return"], listing  # captured on node 2
+        assert pinned["node_id"] == res["node2"] == pinned["generated"]["arg_0"], listing  # captured on node 2
         assert len({t.get("node_id") for t in tasks} - {None}) == 2, listing
     finally:
         db.close()
@@ -662,7 +662,7 @@ def test_start_and_stop_services_with_pid_files(tmp_path, base_env):
                 api.close()
 
         (task,) = poll_for(persisted, 60, message="the service consumer to persist the task")
-        assert task["generated"] == {"return": 2}
+        assert task["generated"] == {"arg_0": 2}
 
         out = subprocess.run(stop, env=env, capture_output=True, text=True, timeout=180)
         assert out.returncode == 0, out.stderr
