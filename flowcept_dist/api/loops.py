@@ -137,9 +137,10 @@ class FlowceptLoop:
         return self._length
 
     def __next__(self):
-        """Flowcept's loops are iterators: ``next(loop)`` works as well as ``for x in loop``."""
+        """Flowcept's loops are iterators: ``next(loop)`` works as well as ``for x in loop`` (which then
+        continues where ``next`` left off)."""
         if self._gen is None:
-            self._gen = iter(self)
+            self._gen = self._run()
         return next(self._gen)
 
     def _end_iteration(self, p, rec, exc=None) -> None:
@@ -148,6 +149,9 @@ class FlowceptLoop:
         _task.finish(p, rec, exc, telemetry=self.telemetry)
 
     def __iter__(self):
+        return self._gen if self._gen is not None else self._run()
+
+    def _run(self):
         p = _task.active_pipeline() if self.enabled else None
         if p is None:
             yield from self.items

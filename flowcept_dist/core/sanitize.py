@@ -213,6 +213,8 @@ def sanitize(value, max_bytes: int = 65536, repr_chars: int = 200):
     """
     try:
         out = _sanitize(value, repr_chars, 0, max_bytes)
+        if isinstance(out, dict) and out.get("truncated") == "items" and isinstance(value, (list, tuple, set)):
+            return out, True  # too many items for the budget: a summary with the first ones
         if isinstance(out, (dict, list)) or (isinstance(out, str) and len(out) > max_bytes // 4):
             size = len(jsonfmt.dumps(out))
             if size > max_bytes:
