@@ -56,3 +56,19 @@ databases:
 adapters: {}
 agent: {}
 """
+
+
+def mongomock_store(settings, monkeypatch):
+    """A MongoStore on mongomock, an in-memory STAND-IN for a MongoDB server (none runs here)."""
+    import mongomock
+    import mongomock.collection as mc
+
+    orig = mc.BulkOperationBuilder.add_replace
+
+    def add_replace(self_, selector, doc, upsert, collation=None, hint=None, sort=None):  # pymongo >= 4.11 passes sort
+        return orig(self_, selector, doc, upsert, collation=collation, hint=hint)
+
+    monkeypatch.setattr(mc.BulkOperationBuilder, "add_replace", add_replace)
+    from flowcept_dist.stores.mongo import MongoStore
+
+    return MongoStore(settings, db="fc_query_test", client=mongomock.MongoClient())
