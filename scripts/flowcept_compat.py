@@ -14,9 +14,11 @@ Nothing of Flowcept is kept in this repository: the script fetches the source di
 - Flowcept's Dask adapter (``FlowceptDaskWorkerAdapter``) is flowcept_dist's worker plugin under that name.
 
 Each test file runs in its own pytest process (``--timeout`` per test) with ``HOME`` set to an empty
-scratch directory (no settings file: flowcept_dist's defaults) unless ``--keep-home``. Examples run
-from their own directory with a time limit; an example passes when it exits 0 and prints no line
-containing "error" (the rule of Flowcept's own example runner).
+scratch directory (no settings file: flowcept_dist's defaults) unless ``--keep-home``. Then Flowcept's
+offline suite (its ``safeoffline`` tests) runs with a Flowcept settings file in ``~/.flowcept/``: its
+sample settings with the full-offline profile (as Flowcept's offline CI job does). Examples run from
+their own directory with a time limit, with the environment Flowcept's example runner gives them;
+an example passes when it exits 0 and prints no line containing "error" (that runner's rule).
 """
 
 from __future__ import annotations
@@ -54,6 +56,12 @@ EXAMPLES = [
     "single_layer_perceptron_example.py",
     "unmanaged/main.py",
 ]
+#: Flowcept's offline suite (``make tests-offline``: the ``safeoffline`` tests) of the files above
+OFFLINE_TESTS = [p for p in TESTS if "instrumentation_tests" in p]
+#: the offline profile Flowcept's CI applies (``flowcept --config-profile full-offline``) to its sample settings
+OFFLINE_PROFILE = {"project.db_flush_mode": "offline", "project.dump_buffer.enabled": True, "mq.enabled": False,
+                   "kv_db.enabled": False, "databases.mongodb.enabled": False, "databases.lmdb.enabled": False}
+
 #: also reported, not counted in the two numbers above
 EXTRA_EXAMPLES = ["start_here.py", "convergence_loop_example.py"]
 #: environment Flowcept's own example runner sets for an example (run_examples.sh)
@@ -124,19 +132,22 @@ def _env(home: str | None) -> dict:
     return env
 
 
-def run_tests(work: str, home: str | None, timeout: int, verbose: bool) -> list[tuple[str, str, str]]:
-    """(test id, outcome, short reason) for every test of TESTS."""
+def run_tests(work: str, home: str | None, timeout: int, verbose: bool, files=None,
+              marker: str | None = None) -> list[tuple[str, str, str]]:
+    """(test id, outcome, short reason) for every test of ``files`` (default TESTS)."""
     results = []
-    for path in TESTS:
+    for path in files or TESTS:
         report = os.path.join(work, "report.txt")
         cmd = [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", f"--timeout={timeout}",
-               "--tb=line", "-o", "addopts=", path]
+               "--tb=line", "-o", "addopts=", path] + (["-m", marker] if marker else [])
         proc = subprocess.run(cmd, cwd=work, env=_env(home), capture_output=True, text=True)
         with open(report, "w") as fh:
             fh.write(proc.stdout + proc.stderr)
         if verbose:
             print(proc.stdout[-4000:], proc.stderr[-2000:])
         got = _parse_summary(proc.stdout, path)
+        if marker and len(got) == 1 and got[0][1] == "ERROR" and "deselected" in got[0][2]:
+            got = []  # no test of this file carries the marker
         if len(got) == 1 and got[0][0] == path and got[0][1] == "ERROR":
             # the file did not import: every test in it counts as an error
             got = [(f"{path}::{name}", "ERROR", got[0][2]) for name in _test_names(os.path.join(work, path))]
@@ -181,6 +192,23 @@ def _parse_summary(out: str, path: str) -> list[tuple[str, str, str]]:
     return res
 
 
+def offline_home(src: str, home: str) -> None:
+    """A HOME whose ~/.flowcept/settings.yaml is Flowcept's sample settings with the full-offline profile."""
+    import yaml
+
+    with open(os.path.join(src, "resources", "sample_settings.yaml"), encoding="utf-8") as fh:
+        data = yaml.safe_load(fh)
+    for dotted, value in OFFLINE_PROFILE.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    os.makedirs(os.path.join(home, ".flowcept"), exist_ok=True)
+    with open(os.path.join(home, ".flowcept", "settings.yaml"), "w", encoding="utf-8") as fh:
+        yaml.safe_dump(data, fh)
+
+
 def run_examples(work: str, names: list[str], home: str | None, timeout: int,
                  error_rule: bool = True, use_ci_env: bool = True) -> list[tuple[str, str, str]]:
     results = []
@@ -207,7 +235,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--src", help="an unpacked flowcept-1.0.3 source tree (default: download with pip)")
     ap.add_argument("--cache", default=os.path.expanduser("~/.cache/flowcept_dist/flowcept-src"))
-    ap.add_argument("--only", choices=("tests", "examples"))
+    ap.add_argument("--only", choices=("tests", "examples", "offline"))
     ap.add_argument("--keep-home", action="store_true", help="use the real HOME (and its ~/.flowcept/settings.yaml)")
     ap.add_argument("--no-ci-env", action="store_true",
                     help="run every example with no extra environment (Flowcept's runner sets FLOWCEPT_USE_DEFAULT=true "
@@ -225,6 +253,11 @@ def main(argv=None) -> int:
         rows: list[tuple[str, str, str, str]] = []
         if args.only in (None, "tests"):
             rows += [("test", *r) for r in run_tests(work, home, args.timeout, args.verbose)]
+        if args.only in (None, "offline"):
+            off_home = os.path.join(work, "home-offline")
+            offline_home(src, off_home)
+            rows += [("offline", *r) for r in run_tests(work, off_home, args.timeout, args.verbose, OFFLINE_TESTS,
+                                                         marker="safeoffline")]
         if args.only in (None, "examples"):
             rows += [("example", *r) for r in run_examples(work, EXAMPLES, home, args.timeout,
                                                            use_ci_env=not args.no_ci_env)]
@@ -238,6 +271,10 @@ def main(argv=None) -> int:
             skipped = sum(1 for r in tests if r[2] == "SKIPPED")
             print(f"\nFlowcept {VERSION} unit tests: {passed} passed, {skipped} skipped, "
                   f"{len(tests) - passed - skipped} failed or errored, of {len(tests)}")
+        offline = [r for r in rows if r[0] == "offline"]
+        if offline:
+            print(f"Flowcept {VERSION} offline tests (safeoffline, full-offline settings file): "
+                  f"{sum(1 for r in offline if r[2] == 'PASSED')} passed of {len(offline)}")
         if examples:
             print(f"Flowcept {VERSION} examples: {sum(1 for r in examples if r[2] == 'PASSED')} of "
                   f"{len(examples)} run")

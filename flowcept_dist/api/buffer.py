@@ -103,11 +103,13 @@ def read_files(paths: list[str], types=MESSAGE_TYPES, workflow_id: str | None = 
     out = []
     bad = 0
     for path in paths:
-        for _n, rec, problem in iter_lines(path):
+        for _n, rec, _problem in iter_lines(path):
             if rec is None:
                 bad += 1
                 continue
             if types is not None and rec.get("type") not in types:
+                continue
+            if rec.get("type") == "object" and _task_content(rec):
                 continue
             if workflow_id is not None and rec.get("workflow_id") != workflow_id:
                 continue
@@ -164,13 +166,17 @@ def store_messages(settings, workflow_id: str, types=MESSAGE_TYPES) -> list[dict
         docs = api.query(flt, collection="all")
     finally:
         api.close()
-    # bytes a FlowceptTask was given (``data=``) are part of that task (its ``data`` field points to them)
-    docs = [d for d in docs if not (d.get("type") == "object" and (d.get("object_type") == "task_data"
-                                                                  or d.get("subtype") == "blob"))]
+    docs = [d for d in docs if not (d.get("type") == "object" and _task_content(d))]
     order = {"workflow": 0, "task": 1, "object": 2}
-    docs.sort(key=lambda d: (order.get(d.get("type"), 3), _num(d.get("started_at") or d.get("created_at")),
+    docs.sort(key=lambda d: (order.get(str(d.get("type")), 3), _num(d.get("started_at") or d.get("created_at")),
                              _num(d.get("registered_at"))))
     return docs
+
+
+def _task_content(rec: dict) -> bool:
+    """Content records (the bytes of stored objects) and the bytes a FlowceptTask was given (``data=``): part of
+    their object or task, not messages of their own (the task's ``data`` field names the object)."""
+    return rec.get("subtype") == "blob" or rec.get("object_type") == "task_data"
 
 
 def _num(v) -> float:

@@ -11,6 +11,7 @@ visible from every thread of the process (:func:`current_workflow`).
 from __future__ import annotations
 
 import getpass
+import importlib
 import logging
 import os
 import socket
@@ -248,7 +249,7 @@ class Flowcept:
 
     def _start_adapters(self) -> None:
         try:
-            from flowcept_dist.api import adapters as adapters_mod  # written by the adapters' issue; loaded only here
+            adapters_mod = importlib.import_module("flowcept_dist.api.adapters")  # the adapters' module, loaded only here
         except ImportError:
             raise ValueError(f"Flowcept(interceptors/adapters={self.adapters}): observability adapters (mlflow, "
                              f"tensorboard) are not available in this installation of flowcept_dist; built-in "
@@ -357,14 +358,25 @@ class Flowcept:
 
     def dump_buffer(self, path: str | None = None) -> str:
         """Append this workflow's records, as a buffer file would hold them, to ``path`` (default: ``file.path``,
-        named per workflow/process as the ``file`` settings say). Returns the file written."""
+        named per workflow/process as the ``file`` settings say). Returns the file written. With
+        ``transport.type: file`` and ``file.per_process``, only this process's records (those of its own
+        file); otherwise every record of the workflow captured so far."""
         from flowcept_dist.api.buffer import dump_records
         from flowcept_dist.transports.file import buffer_path, process_tag
 
         settings = self.settings or self._resolve_settings()
         f = settings.file
-        target = buffer_path(path or f.path, self.workflow_id, f.per_workflow, process_tag() if f.per_process else None)
-        return dump_records(self._messages(), target)
+        tag = process_tag() if f.per_process else None
+        target = buffer_path(path or f.path, self.workflow_id, f.per_workflow, tag)
+        if settings.transport.type == "file" and f.per_process:  # this process's own records: its own file
+            from flowcept_dist.api.buffer import read_files
+
+            self.flush()
+            own = buffer_path(f.path, self.workflow_id, f.per_workflow, tag)
+            records = read_files([own], workflow_id=self.workflow_id) if os.path.isfile(own) else []
+        else:
+            records = self._messages()
+        return dump_records(records, target)
 
     @staticmethod
     def read_buffer_file(file_path: str | None = None, return_df: bool = False, normalize_df: bool = False,

@@ -22,6 +22,8 @@ records it ERROR (then propagates), and ``data=`` bytes are kept in the object s
 
 from __future__ import annotations
 
+from typing import Any
+
 from flowcept_dist.api import task as _task
 from flowcept_dist.core.records import AdapterId, Status
 
@@ -38,7 +40,7 @@ class FlowceptTask:
                  custom_metadata: dict | None = None, generated: dict | None = None, started_at: float | None = None,
                  ended_at: float | None = None, stdout: str | None = None, stderr: str | None = None,
                  status=None, capture_telemetry: bool | None = None) -> None:
-        self._token = None
+        self._token: Any = None
         self._p = p = _task.active_pipeline()
         self._ended = p is None
         self._telemetry = True if capture_telemetry is None else bool(capture_telemetry)

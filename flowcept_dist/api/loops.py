@@ -66,7 +66,7 @@ def fail_open_iterations(p, exc: BaseException, task_id: str | None = None) -> i
             except ValueError:
                 continue
             target = entry[4] or p
-            for rid, summary in ((entry[5], None), (entry[7]["task_id"] if entry[7] else None, entry[7])):
+            for rid in (entry[5], entry[7]["task_id"] if entry[7] else None):  # the iteration, and a summary task
                 if rid is None:
                     continue
                 rec = {"type": "task", "task_id": rid, "workflow_id": entry[6]}
@@ -114,7 +114,7 @@ class FlowceptLoop:
         self.telemetry = self._telemetry_default if telemetry is None else telemetry
         self.enabled = bool(capture_enabled)
         try:
-            self._length: int | None = items_length or len(items)  # type: ignore[arg-type]
+            self._length: int | None = items_length or len(items)
         except TypeError:
             self._length = items_length or None
         self.loop_task_id: str | None = None

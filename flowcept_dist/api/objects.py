@@ -32,6 +32,7 @@ import base64
 import hashlib
 import os
 import time
+from typing import Any
 
 from flowcept_dist.core.records import RecordType, new_id
 
@@ -88,7 +89,7 @@ def _content(obj, pickle: bool) -> tuple[bytes, str | None]:
 class ObjectsMixin:
     """Object store methods of :class:`flowcept_dist.api.query.QueryAPI` (needs ``settings``, ``store``, ``query``)."""
 
-    settings = None
+    settings: Any = None
 
     # -- writing ------------------------------------------------------------------------------------
     def save_object(self, obj, object_id: str | None = None, object_type: str | None = None,

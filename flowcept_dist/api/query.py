@@ -17,7 +17,7 @@ from flowcept_dist.api.objects import ObjectsMixin
 from flowcept_dist.core.records import RecordType
 
 #: collection name -> the filter on record type that selects it
-COLLECTIONS = {
+COLLECTIONS: dict[str, dict] = {
     "tasks": {"type": RecordType.TASK.value},
     "workflows": {"type": RecordType.WORKFLOW.value},
     "objects": {"type": RecordType.OBJECT.value, "subtype": {"$ne": "blob"}},

@@ -8,6 +8,7 @@ that (``intercept(record)``), and ``TelemetryCapture().capture()`` returns the l
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from flowcept_dist.core.records import RecordType, new_id
 
@@ -22,7 +23,7 @@ class TelemetryCapture:
 
     def __init__(self, settings=None) -> None:
         self._settings = settings
-        self._sampler = None
+        self._sampler: Any = None
 
     def capture(self) -> Telemetry | None:
         from flowcept_dist.core import pipeline as runtime

@@ -18,7 +18,7 @@ class Vocabulary:
         DASK_KIND = "dask"
 
 
-class ML_Types(str, Enum):  # noqa: N801 (Flowcept's name)
+class ML_Types(str, Enum):
     """Subtypes of ML workflows and tasks."""
 
     WORKFLOW = "ml_workflow"
@@ -27,7 +27,7 @@ class ML_Types(str, Enum):  # noqa: N801 (Flowcept's name)
     MODEL_SELECTION = "model_selection"
 
 
-class PROV_AGENT(str, Enum):  # noqa: N801 (Flowcept's name)
+class PROV_AGENT(str, Enum):
     """Subtypes of agentic AI activities (PROV-AGENT)."""
 
     AI_MODEL_INVOCATION = "ai_model_invocation"

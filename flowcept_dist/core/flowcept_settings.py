@@ -247,13 +247,12 @@ def _translate(data: dict, out: _Out) -> None:
 
     # -- everything else has no equivalent ----------------------------------------------------------
     # (web_server configures Flowcept's web UI and service, which have no counterpart here: not listed)
-    for section in ("kv_db", "db_buffer", "experiment", "adapters", "agent", "sys_metadata", "extra_metadata"):
-        value = data.get(section)
-        if section == "kv_db" and not _bool(_dict(value).get("enabled")):
+    for name in ("kv_db", "db_buffer", "experiment", "adapters", "agent", "sys_metadata", "extra_metadata"):
+        value = data.get(name)
+        if name == "kv_db" and not _bool(_dict(value).get("enabled")):
             continue  # Flowcept's default: nothing lost
         if value:
-            out.ignore(*(_flatten_keys(section, value, 1) if section in ("adapters", "experiment")
-                         else [f"{section}.*"]))
+            out.ignore(*(_flatten_keys(name, value, 1) if name in ("adapters", "experiment") else [f"{name}.*"]))
 
 
 def _redis_uri(uri: str, out: _Out) -> None:

@@ -98,8 +98,10 @@ def aggregate(docs, aggregation, group_by: str | None = None, sort=None, limit: 
                 row[output_name(op, field)] = _extreme(values, op)
             else:
                 nums = [v for v in values if _number(v)]
-                total = sum(nums) if nums else None
-                row[output_name(op, field)] = (total / len(nums) if nums else None) if op == "avg" else total
+                if not nums:
+                    row[output_name(op, field)] = None
+                else:
+                    row[output_name(op, field)] = sum(nums) / len(nums) if op == "avg" else sum(nums)
         rows.append(row)
     order_by = normalize_sort(sort)
     if order_by:

@@ -108,7 +108,7 @@ class FileEmitter(Emitter):
         return fd
 
     def export(self, batch: list[dict]) -> ExportResult:
-        groups: dict[str, list[bytes]] = {}
+        groups: dict[str | None, list[bytes]] = {}
         per_workflow = self.settings.file.per_workflow
         dumps = jsonfmt.dumps
         done = 0

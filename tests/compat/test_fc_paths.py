@@ -114,7 +114,7 @@ def test_configs_follow_the_settings_in_effect(home, monkeypatch):
     values = get_current_config_values()
     assert "LOG_FILE_PATH" in values and values["DUMP_BUFFER_PATH"] == "flowcept_buffer.jsonl"
     with pytest.raises(AttributeError, match="NOPE"):
-        configs.NOPE  # noqa: B018
+        configs.NOPE
 
 
 def test_flowcept_logger_is_ours_and_adds_no_handler():

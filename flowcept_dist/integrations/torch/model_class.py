@@ -65,7 +65,7 @@ def flowcept_torch(cls):
     if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
         raise TypeError(f"@flowcept_torch decorates a torch.nn.Module class, got {cls!r}")
 
-    class Instrumented(cls):  # type: ignore[misc, valid-type]
+    class Instrumented(cls):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             try:
