@@ -15,7 +15,6 @@ starts no thread. Names are loaded on first use. Flowcept's names are here too, 
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import importlib.machinery
 import sys
 
@@ -97,8 +96,9 @@ FLOWCEPT_PATHS = {
 _PACKAGES = {p.rsplit(".", i)[0] for p in FLOWCEPT_PATHS for i in range(1, p.count(".") + 1)}
 
 
-class _FlowceptPaths(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Resolves Flowcept's module paths under this package (consulted only after every other finder)."""
+class _FlowceptPaths:
+    """Resolves Flowcept's module paths under this package (consulted only after every other finder).
+    A meta path finder and its loader (the protocol, without importlib.abc, which is slow to import)."""
 
     prefix = __name__ + "."
 

@@ -200,7 +200,11 @@ class Flowcept:
         if self.dask_client is not None:
             self._engine_links.append(links.link_client("dask", self.dask_client, self))
         if self.adapters:
-            self._start_adapters()
+            try:
+                self._start_adapters()
+            except BaseException as exc:
+                self.stop(exc)  # leave no half-started context behind (the workflow is recorded as ERROR)
+                raise
         return self
 
     def _start_record(self) -> dict:

@@ -10,9 +10,13 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _fresh_flowcept_class():
-    from flowcept_dist.api.context import Flowcept
+    from flowcept_dist.api.context import Flowcept, _workflows
 
     yield
+    leaked = list(_workflows)
+    for fc in leaked:
+        fc.stop()
+    assert not leaked, f"Flowcept contexts left active: {leaked}"
     if Flowcept._class_db is not None:
         Flowcept._class_db.close()
     Flowcept._class_db = None

@@ -117,6 +117,9 @@ def test_adapters_missing_is_a_clear_error(home, monkeypatch):
     fc = Flowcept("mlflow")
     with pytest.raises(ValueError, match="mlflow.*not available.*instrumentation, dask"):
         fc.start()
+    from flowcept_dist.api.context import current_workflow
+
+    assert current_workflow() is None and not Flowcept.is_started  # nothing left half-started
 
 
 def test_a_child_process_joins_a_workflow_without_erasing_it(home):
