@@ -254,7 +254,9 @@ class Flowcept:
     def _start_adapters(self) -> None:
         try:
             adapters_mod = importlib.import_module("flowcept_dist.api.adapters")  # the adapters' module, loaded only here
-        except ImportError:
+        except ModuleNotFoundError as exc:
+            if exc.name != "flowcept_dist.api.adapters":
+                raise  # the module is there; one of its own imports is missing: its error says which
             raise ValueError(f"Flowcept(interceptors/adapters={self.adapters}): observability adapters (mlflow, "
                              f"tensorboard) are not available in this installation of flowcept_dist; built-in "
                              f"interceptors: {', '.join(BUILTIN_INTERCEPTORS)}") from None

@@ -78,13 +78,20 @@ def run_consumer(settings=None) -> None:
 
 
 def generate_report(*args, **kwargs):
-    """Flowcept's report, from ``flowcept_dist.export`` (the PROV/report module) when this installation has it."""
+    """Flowcept's report: ``Flowcept.db.report(...)`` or ``flowcept_dist.export.report.generate_report(...)``,
+    whichever this installation has (the PROV export and HTML report)."""
+    from flowcept_dist.api.context import Flowcept
+
+    method = getattr(Flowcept.db, "report", None)
+    if callable(method):
+        return method(*args, **kwargs)
     try:
-        report = importlib.import_module("flowcept_dist.export.report")
-    except ImportError:
-        raise NotImplementedError("Flowcept.generate_report needs flowcept_dist.export (the PROV export and HTML "
-                                  "report), which this installation does not have") from None
-    fn = getattr(report, "generate_report", None)
+        fn = getattr(importlib.import_module("flowcept_dist.export.report"), "generate_report", None)
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("flowcept_dist.export"):
+            raise
+        fn = None
     if fn is None:
-        raise NotImplementedError("flowcept_dist.export.report has no generate_report()")
+        raise NotImplementedError("Flowcept.generate_report needs the report of flowcept_dist.export (PROV export "
+                                  "and HTML report), which this installation does not have")
     return fn(*args, **kwargs)
