@@ -89,7 +89,7 @@ def summarize_store(db, wf, workers, run_id: str) -> None:
 
     print("\nFailed tasks:")
     for t in sorted((t for t in tasks if t.get("status") == "ERROR"), key=lambda t: t["task_id"]):
-        why = t["stderr"].strip().splitlines()[-1] if t.get("stderr") else t.get("exception")
+        why = t.get("exception") or ((t.get("traceback") or "").strip().splitlines() or [""])[-1]
         print(f"  {t['task_id']:<24} {why[:90]}")
 
     ran = [t for t in tasks if t.get("started_at") and t.get("ended_at")]

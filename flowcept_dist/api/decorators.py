@@ -1,9 +1,15 @@
-"""``@flowcept_task`` and ``@flowcept``: record function calls as tasks, or a whole call as a workflow.
+"""``@flowcept_task``, ``@lightweight_flowcept_task``, ``@telemetry_flowcept_task`` and ``@flowcept``:
+record function calls as tasks, or a whole call as a workflow.
 
 Decorators do almost nothing on the caller's thread: read the clock, build one dict, enqueue
 it (:mod:`flowcept_dist.api.task`). Inputs are bound to parameter names and values summarized
 later on the processor thread. With ``capture.enabled: false`` a decorated call costs one
 global lookup and one attribute check.
+
+Outputs, as Flowcept names them: a returned dict is ``generated`` as is; ``output_names``
+(a name, or names matching a returned tuple/list) name the result; otherwise the result is
+``generated["arg_0"]``. A call whose arguments do not bind to the function's parameters raises
+the usual TypeError and records nothing (the function never ran).
 """
 
 from __future__ import annotations
@@ -21,10 +27,17 @@ NO_RESULT = _task.NO_RESULT
 _new_task = _task.new_task
 _call = _task.call
 _acall = _task.acall
+#: the name of an unnamed return value (Flowcept's decorators: positional outputs are ``arg_<i>``)
+UNNAMED_OUTPUT = "arg_0"
+#: keywords of Flowcept's decorator accepted with no effect here
+_IGNORED = ("agent_name", "source_agent_name")
 
 
 def binder(func):
-    """A fast ``(args, kwargs) -> {param: value}``, avoiding ``Signature.bind`` on the hot path."""
+    """A fast ``(args, kwargs) -> {param: value}``, avoiding ``Signature.bind`` on the hot path.
+
+    Only for calls that bound (the function ran): a call that fails binding never reaches it.
+    """
     try:
         sig = inspect.signature(func)
     except (TypeError, ValueError):
@@ -58,44 +71,90 @@ def binder(func):
     return bind
 
 
+def binding_check(func):
+    """``(args, kwargs) -> True`` when the arguments do NOT bind to ``func`` (a TypeError before it runs)."""
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return None
+
+    def not_a_call(args, kwargs) -> bool:
+        try:
+            sig.bind(*args, **kwargs)
+        except TypeError:
+            return True
+        return False
+
+    return not_a_call
+
+
 def name_outputs(result, output_names):
-    """``generated`` of a call: a dict result as is, else named by ``output_names`` or ``"return"``."""
+    """``generated`` of a call: a dict result as is, else named by ``output_names`` or ``arg_0``."""
+    if isinstance(result, dict):
+        return result
     if output_names is None:
-        return result if isinstance(result, dict) else {"return": result}
+        return {UNNAMED_OUTPUT: result}
     if isinstance(output_names, str):
         return {output_names: result}
-    if isinstance(result, (tuple, list)) and len(result) == len(output_names):
-        return dict(zip(output_names, result))
-    return {"return": result}
+    names = list(output_names)
+    if isinstance(result, (tuple, list)) and len(result) == len(names):
+        return dict(zip(names, result))
+    if len(names) == 1:
+        return {names[0]: result}
+    return {UNNAMED_OUTPUT: result}
 
 
 def flowcept_task(func=None, *, output_names=None, activity_id: str | None = None, subtype: str | None = None,
-                  tags: list | None = None, adapter_id: str = _INSTR):
+                  tags: list | None = None, adapter_id: str = _INSTR, custom_metadata: dict | None = None,
+                  capture_telemetry: bool | None = None, args_handler=None, agent_id: str | None = None,
+                  source_agent_id: str | None = None, **ignored):
     """Record each call of a function (sync or async) as a task.
 
-    Inputs are bound to parameter names (``used``), the return value goes in
-    ``generated`` (named by ``output_names``: a string, or a list matching a
-    returned tuple). Timings, status, telemetry at start and end, the caller's
-    task as ``parent_task_id`` and the active workflow are recorded. An
-    exception is recorded as ERROR with its traceback and re-raised unchanged.
-    Usable bare (``@flowcept_task``) or with arguments.
+    Inputs are bound to parameter names (``used``), the return value goes in ``generated`` (see the
+    module docstring). Timings, status, telemetry at start and end, the caller's task as
+    ``parent_task_id`` and the active workflow are recorded. An exception is recorded as ERROR
+    (``stderr``: its message; ``exception``; ``traceback``) and re-raised unchanged. A
+    ``workflow_id=``/``campaign_id=`` keyword the function receives also sets the task's.
+    Usable bare (``@flowcept_task``) or with arguments: ``output_names``, ``activity_id``,
+    ``subtype``, ``tags``, ``custom_metadata``, ``capture_telemetry`` (False: no telemetry),
+    ``args_handler`` (``(*args, **kwargs) -> dict`` making ``used``), ``agent_id``, ``source_agent_id``.
     """
+    for key in ignored:
+        if key not in _IGNORED:
+            raise TypeError(f"flowcept_task() got an unexpected keyword argument {key!r}")
     if func is None:
-        return functools.partial(flowcept_task, output_names=output_names, activity_id=activity_id,
-                                 subtype=subtype, tags=tags, adapter_id=adapter_id)
+        return functools.partial(flowcept_task, output_names=output_names, activity_id=activity_id, subtype=subtype,
+                                 tags=tags, adapter_id=adapter_id, custom_metadata=custom_metadata,
+                                 capture_telemetry=capture_telemetry, args_handler=args_handler, agent_id=agent_id,
+                                 source_agent_id=source_agent_id)
     name = activity_id or func.__name__
-    bind = binder(func)
+    bind = binder(func) if args_handler is None else (lambda a, k: args_handler(*a, **k))
+    not_a_call = binding_check(func)
+    telemetry = True if capture_telemetry is None else bool(capture_telemetry)
     extra: dict = {}
     if subtype is not None:
         extra["subtype"] = subtype
     if tags is not None:
         extra["tags"] = list(tags)
+    if custom_metadata is not None:
+        from flowcept_dist.core.sanitize import sanitize
+
+        extra["custom_metadata"] = sanitize(custom_metadata)[0]
+    if agent_id is not None:
+        extra["agent_id"] = agent_id
+    if source_agent_id is not None:
+        extra["source_agent_id"] = source_agent_id
 
     def complete(rec, args, kwargs, result, inputs, outputs, _extra):
         # runs on the processor thread: binding and output naming cost the caller nothing
         if inputs:
-            rec["used"] = bind(args, kwargs)
-        if outputs and result is not NO_RESULT:
+            used = bind(args, kwargs)
+            if isinstance(used, dict):
+                for key in ("workflow_id", "campaign_id"):
+                    if isinstance(used.get(key), str):  # Flowcept's way to place a call in a workflow
+                        rec[key] = used.pop(key)
+            rec["used"] = used
+        if outputs and result is not NO_RESULT and result is not None:
             rec["generated"] = name_outputs(result, output_names)
 
     if inspect.iscoroutinefunction(func):
@@ -111,7 +170,7 @@ def flowcept_task(func=None, *, output_names=None, activity_id: str | None = Non
             rec = _new_task(name, adapter_id)
             if extra:
                 rec.update(extra)
-            return await _acall(p, rec, func, args, kwargs, complete)
+            return await _acall(p, rec, func, args, kwargs, complete, telemetry=telemetry, not_a_call=not_a_call)
 
         async_wrapper.__wrapped_flowcept__ = True  # type: ignore[attr-defined]
         return async_wrapper
@@ -128,16 +187,40 @@ def flowcept_task(func=None, *, output_names=None, activity_id: str | None = Non
         rec = _new_task(name, adapter_id)
         if extra:
             rec.update(extra)
-        return _call(p, rec, func, args, kwargs, complete)
+        return _call(p, rec, func, args, kwargs, complete, telemetry=telemetry, not_a_call=not_a_call)
 
     wrapper.__wrapped_flowcept__ = True  # type: ignore[attr-defined]
     return wrapper
 
 
+def lightweight_flowcept_task(func=None, **kwargs):
+    """``@flowcept_task`` without telemetry: the cheapest task record (Flowcept's lightweight decorator)."""
+    kwargs.setdefault("capture_telemetry", False)
+    if func is None:
+        return functools.partial(flowcept_task, **kwargs)
+    return flowcept_task(func, **kwargs)
+
+
+def telemetry_flowcept_task(func=None, **kwargs):
+    """``@flowcept_task`` recording telemetry at start and end, named by the function's qualified name
+    (Flowcept's telemetry decorator). Exceptions are recorded and re-raised, never swallowed."""
+    kwargs["capture_telemetry"] = True
+
+    def deco(f):
+        kwargs.setdefault("activity_id", f.__qualname__)
+        return flowcept_task(f, **kwargs)
+
+    return deco if func is None else deco(func)
+
+
 def flowcept(func=None, *, workflow_name: str | None = None, campaign_id: str | None = None, **flowcept_kwargs):
-    """Run a function inside ``Flowcept(...)``: the whole call is one workflow."""
+    """Run a function inside ``Flowcept(...)``: the whole call is one workflow (its tasks share a new
+    ``workflow_id``). As in Flowcept, no workflow record is written unless ``save_workflow=True``
+    (then it is named after the function unless ``workflow_name`` says otherwise), so a buffer file
+    holds only the tasks. Other keywords go to ``Flowcept``."""
     if func is None:
         return functools.partial(flowcept, workflow_name=workflow_name, campaign_id=campaign_id, **flowcept_kwargs)
+    flowcept_kwargs.setdefault("save_workflow", False)
 
     if inspect.iscoroutinefunction(func):
         @functools.wraps(func)

@@ -85,46 +85,52 @@ def active_pipeline():
 
 
 def error_fields(rec: dict, exc: BaseException) -> None:
-    """Mark ``rec`` as ERROR with the exception's traceback (``stderr``) and ``exception`` text.
+    """Mark ``rec`` as ERROR: ``stderr`` is the error message (``str(exc)``, as Flowcept stores it),
+    ``exception`` is ``"Type: message"`` and ``traceback`` the full traceback text.
 
     Safe with hostile exceptions: an ``__str__`` that raises gives a placeholder, never an error.
     """
     rec["status"] = _ERROR
+    text = _text(exc)
     try:
-        rec["stderr"] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        rec["traceback"] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     except Exception:
         try:
             tb = "".join(traceback.format_tb(exc.__traceback__))
         except Exception:
             tb = ""
-        rec["stderr"] = f"Traceback (most recent call last):\n{tb}{type(exc).__name__}: {_text(exc)}\n"
-    rec["exception"] = f"{type(exc).__name__}: {_text(exc)}"
+        rec["traceback"] = f"Traceback (most recent call last):\n{tb}{type(exc).__name__}: {text}\n"
+    rec["stderr"] = text or type(exc).__name__
+    rec["exception"] = f"{type(exc).__name__}: {text}"
 
 
 def start(p, rec: dict, telemetry: bool = True) -> None:
     """Stamp the start of a scope task: ``started_at`` and, if asked, ``telemetry_at_start``."""
     if telemetry:
         s = p.sampler
-        rec["telemetry_at_start"] = s.latest if s is not None else None
+        if s is not None:
+            rec["telemetry_at_start"] = s.latest
     rec["started_at"] = _now()
 
 
 def finish(p, rec: dict, exc: BaseException | None = None, *, status: str | None = None, telemetry: bool = True,
-           complete=None, args: tuple = (), kwargs: dict | None = None, result=NO_RESULT, extra=None) -> None:
+           complete=None, args: tuple = (), kwargs: dict | None = None, result=NO_RESULT, extra=None,
+           ended_at: float | None = None) -> None:
     """End a task: ``ended_at``, status (ERROR with the error if ``exc``), telemetry, emit. Never raises.
 
     ``complete(rec, args, kwargs, result, capture_inputs, capture_outputs, extra)`` runs later on
     the processor thread (binding inputs, naming outputs) so the caller pays nothing for it.
     """
     try:
-        rec["ended_at"] = _now()
+        rec["ended_at"] = _now() if ended_at is None else ended_at
         if exc is not None:
             error_fields(rec, exc)
         else:
             rec["status"] = status or _FINISHED
         if telemetry:
             s = p.sampler
-            rec["telemetry_at_end"] = s.latest if s is not None else None
+            if s is not None:
+                rec["telemetry_at_end"] = s.latest
         if complete is not None:
             rec["_complete"] = (complete, args, kwargs, result, p.capture_inputs, p.capture_outputs, extra)
         p.emit(rec)
@@ -132,38 +138,66 @@ def finish(p, rec: dict, exc: BaseException | None = None, *, status: str | None
         errors(err, "recording a task")
 
 
-def call(p, rec: dict, fn, args: tuple, kwargs: dict, complete=None, extra=None):
+def _failed(p, rec, exc, complete, args, kwargs, extra, telemetry, not_a_call) -> None:
+    """The exception path of :func:`call`: record the failure unless the call never started."""
+    try:
+        if not_a_call is not None and isinstance(exc, TypeError) and not_a_call(args, kwargs):
+            return  # the arguments did not bind: the function never ran, so there is no task to record
+        if _open_iterations:
+            from flowcept_dist.api.loops import fail_open_iterations
+
+            fail_open_iterations(p, exc, rec["task_id"])
+    except Exception as err:
+        errors(err, "recording a failed call")
+    finish(p, rec, exc, complete=complete, args=args, kwargs=kwargs, extra=extra, telemetry=telemetry)
+
+
+#: loops whose iteration was left early, waiting to learn whether an error ended it (api.loops)
+_open_iterations: list = []
+
+
+def call(p, rec: dict, fn, args: tuple, kwargs: dict, complete=None, extra=None, telemetry: bool = True,
+         not_a_call=None):
     """Run ``fn(*args, **kwargs)`` as the task ``rec`` and record it. Returns what ``fn`` returns;
-    re-raises what it raises, unchanged. Called on the user's thread: O(1), no I/O."""
+    re-raises what it raises, unchanged. Called on the user's thread: O(1), no I/O.
+
+    ``telemetry``: record ``telemetry_at_start``/``_end`` (when a sampler runs). ``not_a_call(args,
+    kwargs)``: on a TypeError, True when the arguments do not bind to ``fn`` (nothing ran: no record).
+    """
     token = _set_task(rec["task_id"])
-    s = p.sampler
-    rec["telemetry_at_start"] = s.latest if s is not None else None
+    if telemetry:
+        s = p.sampler
+        if s is not None:
+            rec["telemetry_at_start"] = s.latest
     rec["started_at"] = _now()
     try:
         result = fn(*args, **kwargs)
     except BaseException as exc:
         _reset_task(token)
-        finish(p, rec, exc, complete=complete, args=args, kwargs=kwargs, extra=extra)
+        _failed(p, rec, exc, complete, args, kwargs, extra, telemetry, not_a_call)
         raise
     _reset_task(token)
-    finish(p, rec, complete=complete, args=args, kwargs=kwargs, result=result, extra=extra)
+    finish(p, rec, complete=complete, args=args, kwargs=kwargs, result=result, extra=extra, telemetry=telemetry)
     return result
 
 
-async def acall(p, rec: dict, fn, args: tuple, kwargs: dict, complete=None, extra=None):
+async def acall(p, rec: dict, fn, args: tuple, kwargs: dict, complete=None, extra=None, telemetry: bool = True,
+                not_a_call=None):
     """:func:`call` for a coroutine function (the task id follows the asyncio task)."""
     token = _set_task(rec["task_id"])
-    s = p.sampler
-    rec["telemetry_at_start"] = s.latest if s is not None else None
+    if telemetry:
+        s = p.sampler
+        if s is not None:
+            rec["telemetry_at_start"] = s.latest
     rec["started_at"] = _now()
     try:
         result = await fn(*args, **kwargs)
     except BaseException as exc:
         _reset_task(token)
-        finish(p, rec, exc, complete=complete, args=args, kwargs=kwargs, extra=extra)
+        _failed(p, rec, exc, complete, args, kwargs, extra, telemetry, not_a_call)
         raise
     _reset_task(token)
-    finish(p, rec, complete=complete, args=args, kwargs=kwargs, result=result, extra=extra)
+    finish(p, rec, complete=complete, args=args, kwargs=kwargs, result=result, extra=extra, telemetry=telemetry)
     return result
 
 

@@ -27,6 +27,8 @@ COMMAND_MODULES = [
     "flowcept_dist.cli.ray_cmd",
     "flowcept_dist.cli.job_cmd",
     "flowcept_dist.cli.watch_cmd",
+    "flowcept_dist.cli.ingest_cmd",
+    "flowcept_dist.cli.show_settings_cmd",
 ]
 
 

@@ -16,6 +16,9 @@ def register(sub) -> None:
     p.add_argument("--projection", default=None, help='JSON list of fields, e.g. \'["task_id","used"]\'')
     p.add_argument("--sort", default=None, help='field, -field, or JSON like \'[["started_at", -1]]\'')
     p.add_argument("--limit", type=int, default=None, help="at most this many records")
+    p.add_argument("--collection", default="all",
+                   choices=("all", "tasks", "workflows", "objects", "telemetry", "object_history"),
+                   help="record types to search (default: all; a filter naming \"type\" is used as given)")
     p.add_argument("--format", choices=("jsonl", "table"), default="jsonl", help="JSON lines (default) or a table")
     p.add_argument("--columns", default=None, help="comma-separated columns for --format table")
     p.set_defaults(func=run_query)
@@ -66,7 +69,8 @@ def run_query(args) -> int:
         raise CliError("--limit must be >= 0")
     api = _api()
     try:
-        rows = api.query(flt, projection=projection, sort=_sort_arg(args.sort), limit=args.limit)
+        rows = api.query(flt, projection=projection, sort=_sort_arg(args.sort), limit=args.limit,
+                         collection=args.collection)
     finally:
         api.close()
     if args.format == "table":

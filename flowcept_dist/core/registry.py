@@ -77,6 +77,7 @@ EMITTERS = Registry(
     builtins={
         "direct": "flowcept_dist.transports.direct:DirectEmitter",
         "memory": "flowcept_dist.transports.memory:MemoryEmitter",
+        "file": "flowcept_dist.transports.file:FileEmitter",
         "redis_streams": "flowcept_dist.transports.redis.emitter:RedisStreamsEmitter",
         "kafka": "flowcept_dist.transports.kafka.emitter:KafkaEmitter",
         "ray_actor": "flowcept_dist.integrations.ray.emitter:RayActorEmitter",

@@ -1,6 +1,9 @@
 """Turn any Python value into JSON-safe data, never a pickle.
 
-Plain data (None, bool, int, float, str, lists, tuples, dicts) is kept as is.
+Plain data (None, bool, int, float, str, lists, tuples, dicts) is kept as is, however long, as
+long as it fits ``max_bytes``. Plain containers are flattened to their fields, as Flowcept does:
+argparse/types Namespaces, dataclass instances, objects with a ``to_flowcept_dict()`` method, and
+simple objects (their public ``__dict__``, up to 50 attributes, a few levels deep).
 Arrays, tensors, dataframes and other objects become a short summary:
 ``{"type": ..., "shape": ..., "dtype": ..., "size": ..., "repr": <cut>}``.
 A value whose JSON form exceeds ``max_bytes`` is replaced by a summary too, so
@@ -116,7 +119,47 @@ def _summary(obj, repr_chars: int) -> dict:
     return out
 
 
-def _sanitize(value, repr_chars: int, depth: int):
+def _fits(items, n: int, budget: int) -> bool:
+    """Whether ``n`` items like the first ``_MAX_ITEMS`` of ``items`` fit ``budget`` bytes as JSON (an estimate
+    from their reprs: a long list is kept whole when it fits the value budget, never cut to a fixed count)."""
+    sample = 0
+    for v in items[:_MAX_ITEMS] if isinstance(items, (list, tuple)) else list(items)[:_MAX_ITEMS]:
+        if v is None or isinstance(v, (int, float, str, bool)):
+            sample += len(str(v)) + 3
+        else:
+            return False  # containers of containers: only by count
+    return sample * n / max(1, min(n, _MAX_ITEMS)) <= budget
+
+
+#: library objects never flattened from their attributes (summarized from metadata instead)
+_NO_FLATTEN = ("numpy", "pandas", "torch", "dask", "distributed", "ray", "builtins", "threading", "socket", "io",
+               "_io", "logging", "asyncio", "concurrent", "multiprocessing", "subprocess", "sqlite3", "ssl")
+_MAX_ATTRS = 50
+
+
+def _attributes(value) -> dict | None:
+    """The fields of a plain container object, as Flowcept flattens them: an argparse/types Namespace, a
+    dataclass instance, an object with ``to_flowcept_dict()``, or a simple object's public ``__dict__``."""
+    cls = type(value)
+    hook = getattr(cls, "to_flowcept_dict", None)
+    if hook is not None:
+        out = hook(value)
+        return out if isinstance(out, dict) else None
+    if getattr(cls, "__dataclass_fields__", None) is not None and not isinstance(value, type):
+        return {name: getattr(value, name, None) for name in cls.__dataclass_fields__}
+    mod = (cls.__module__ or "").split(".", 1)[0]
+    if mod in ("argparse", "types") and cls.__name__ in ("Namespace", "SimpleNamespace"):
+        return dict(vars(value))
+    if mod in _NO_FLATTEN or isinstance(value, type) or callable(value) or hasattr(value, "shape"):
+        return None
+    attrs = getattr(value, "__dict__", None)
+    if not isinstance(attrs, dict) or not attrs or len(attrs) > _MAX_ATTRS:
+        return None
+    public = {k: v for k, v in attrs.items() if isinstance(k, str) and not k.startswith("_")}
+    return public or None
+
+
+def _sanitize(value, repr_chars: int, depth: int, budget: int = 65536):
     if value is None or isinstance(value, _PLAIN):
         return value
     if isinstance(value, float):
@@ -125,22 +168,23 @@ def _sanitize(value, repr_chars: int, depth: int):
         return {"type": type_name(value), "repr": safe_repr(value, repr_chars), "truncated": "depth"}
     if isinstance(value, dict):
         out = {}
+        whole = len(value) <= _MAX_ITEMS or _fits(list(value.values()), len(value), budget)
         for i, (k, v) in enumerate(value.items()):
-            if i >= _MAX_ITEMS:
+            if i >= _MAX_ITEMS and not whole:
                 out["..."] = f"{len(value) - _MAX_ITEMS} more items"
                 break
-            out[k if isinstance(k, str) else str(k)] = _sanitize(v, repr_chars, depth + 1)
+            out[k if isinstance(k, str) else str(k)] = _sanitize(v, repr_chars, depth + 1, budget)
         return out
     if isinstance(value, (list, tuple)):
-        if len(value) > _MAX_ITEMS:
+        if len(value) > _MAX_ITEMS and not _fits(value, len(value), budget):
             return {"type": type_name(value), "size": len(value),
-                    "head": [_sanitize(v, repr_chars, depth + 1) for v in value[:10]],
+                    "head": [_sanitize(v, repr_chars, depth + 1, budget) for v in value[:10]],
                     "truncated": "items"}
-        return [_sanitize(v, repr_chars, depth + 1) for v in value]
+        return [_sanitize(v, repr_chars, depth + 1, budget) for v in value]
     if isinstance(value, (set, frozenset)):
-        if len(value) > _MAX_ITEMS:
+        if len(value) > _MAX_ITEMS and not _fits(list(value), len(value), budget):
             return {"type": type_name(value), "size": len(value), "repr": safe_repr(value, repr_chars)}
-        return [_sanitize(v, repr_chars, depth + 1) for v in value]
+        return [_sanitize(v, repr_chars, depth + 1, budget) for v in value]
     # numpy scalars and 0-d values expose .item()
     mod = type(value).__module__ or ""
     if mod == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
@@ -150,6 +194,14 @@ def _sanitize(value, repr_chars: int, depth: int):
             pass
     if isinstance(value, bytes):
         return {"type": "bytes", "size": len(value), "repr": safe_repr(value[:64], repr_chars)}
+    if depth < 4 and mod != "numpy":
+        try:
+            attrs = _attributes(value)
+        except Exception:
+            attrs = None
+        if attrs is not None:
+            return {k if isinstance(k, str) else str(k): _sanitize(v, repr_chars, depth + 1, budget)
+                    for k, v in attrs.items()}
     return _summary(value, repr_chars)
 
 
@@ -160,7 +212,9 @@ def sanitize(value, max_bytes: int = 65536, repr_chars: int = 200):
     summary. Never raises.
     """
     try:
-        out = _sanitize(value, repr_chars, 0)
+        out = _sanitize(value, repr_chars, 0, max_bytes)
+        if isinstance(out, dict) and out.get("truncated") == "items" and isinstance(value, (list, tuple, set)):
+            return out, True  # too many items for the budget: a summary with the first ones
         if isinstance(out, (dict, list)) or (isinstance(out, str) and len(out) > max_bytes // 4):
             size = len(jsonfmt.dumps(out))
             if size > max_bytes:

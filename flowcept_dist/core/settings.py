@@ -56,6 +56,8 @@ _REGISTRIES: dict[str, Callable[[], list[str]]] = {
     "transport.type": _emitter_names,
     "store.type": _store_names,
 }
+#: registry keys that accept several comma-separated names
+_MULTI = frozenset({"store.type"})
 
 SCHEMA: dict[str, dict[str, Key]] = {
     "capture": {
@@ -79,7 +81,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "gpu": Key(True, "bool", "NVIDIA (nvidia-ml-py) / AMD (amdsmi) GPUs, when a driver is present."),
     },
     "transport": {
-        "type": Key("direct", "registry", "Emitter: 'direct' writes into the store (no service), 'redis_streams', 'kafka', 'memory' (tests)."),
+        "type": Key("direct", "registry", "Emitter: 'direct' writes into the store (no service), 'redis_streams', 'kafka', 'file' (offline: JSON lines in a buffer file, merged later with 'flowcept-dist ingest'), 'memory' (tests)."),
         "batch_size": Key(1000, "int", "Records per export.", minimum=1, maximum=1_000_000),
         "flush_interval_s": Key(0.5, "float", "Longest time a record waits in the queue.", minimum=0.001),
         "max_queue": Key(100000, "int", "Bound of the in-process queue.", minimum=1, maximum=100_000_000),
@@ -135,7 +137,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "client_options": Key(None, "str", "More librdkafka options for producer and consumer: 'key=value,key=value' (may hold secrets, so it is redacted).", secret=True, nullable=True),
     },
     "store": {
-        "type": Key("lmdb", "registry", "Where records persist: 'lmdb' (embedded) or 'mongo'."),
+        "type": Key("lmdb", "registry", "Where records persist: 'lmdb' (embedded) or 'mongo'; several, comma-separated ('lmdb,mongo'), are all written and the first is queried."),
         "lmdb_path": Key("~/.flowcept/lmdb", "path", "LMDB directory (one environment, shared by every process on the host)."),
         "lmdb_map_size_gb": Key(64.0, "float", "Largest LMDB size in GiB (a sparse file: costs nothing until used; at most 131072, the 64-bit address space).", minimum=0.01, maximum=131072),
         "lmdb_sync": Key(True, "bool", "fsync every LMDB commit. false: faster commits (node-local scratch, tmpfs); a crash of the whole machine (not of a process) may then lose or damage recent commits."),
@@ -143,6 +145,16 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "mongo_db": Key("flowcept", "str", "MongoDB database."),
         "mongo_collection": Key("records", "str", "MongoDB collection holding the records."),
         "mongo_timeout_s": Key(5.0, "float", "How long to look for a MongoDB server before failing.", minimum=0.1),
+    },
+    "file": {
+        "path": Key("flowcept_buffer.jsonl", "path", "transport.type file: the buffer file (JSON lines; relative to the working directory). 'flowcept-dist ingest' merges such files into a store."),
+        "per_process": Key(False, "bool", "One file per process (<stem>_<host>_<pid>.jsonl) instead of appending to one shared file: use it on NFS/Lustre, where appends from several nodes may interleave."),
+        "per_workflow": Key(False, "bool", "Put the workflow id in the file name (<stem>_<workflow_id>.jsonl)."),
+        "delete_previous": Key(False, "bool", "Delete the buffer file when the first Flowcept context of a process starts (Flowcept's delete_previous_file). Never with several processes sharing one file."),
+    },
+    "objects": {
+        "inline_max_bytes": Key(1048576, "int", "Objects saved with db.save_object / save_torch_model up to this size are kept in the store itself (base64); larger ones are written under objects.dir with their sha256.", minimum=0),
+        "dir": Key("~/.flowcept/objects", "path", "Where large saved objects are written (a shared filesystem if they are loaded on other hosts); files are readable by their owner only."),
     },
     "consumer": {
         "batch_entries": Key(50, "int", "Stream entries read per call.", minimum=1, maximum=100_000),
@@ -230,6 +242,13 @@ def _coerce(section: str, key: str, spec: Key, value: Any, origin: str) -> Any:
         return text
     if kind == "registry":
         names = _REGISTRIES[f"{section}.{key}"]()
+        if f"{section}.{key}" in _MULTI:  # several names, comma-separated (store.type: lmdb,mongo)
+            parts = [p.strip() for p in str(value).split(",") if p.strip()]
+            bad = [p for p in parts if p not in names]
+            if not parts or bad:
+                raise _fail(section, key, origin, f"unknown {section} {(bad or [value])[0]!r}; known: "
+                            f"{', '.join(names)} (several: comma-separated, e.g. lmdb,mongo)")
+            return ",".join(dict.fromkeys(parts))
         if str(value) not in names:
             raise _fail(section, key, origin, f"unknown {section} {value!r}; known: {', '.join(names)}")
         return str(value)
@@ -414,16 +433,26 @@ def load_settings(path: str | None = None, overrides: Mapping[str, Any] | None =
         values[section][key] = value
         origins[f"{section}.{key}"] = origin
 
-    file_path = path if path is not None else settings_file_path()
-    if file_path:
-        data = _read_yaml(file_path)
+    from flowcept_dist.core import flowcept_settings as fcs
+
+    data: dict = {}
+    origin = ""
+    if path is None and fcs.use_default(environ):
+        data, origin = dict(fcs.FLOWCEPT_DEFAULTS), "FLOWCEPT_USE_DEFAULT=true (Flowcept's defaults)"
+    else:
+        file_path = path if path is not None else settings_file_path()
+        if file_path:
+            data, origin = _read_yaml(file_path), f"file {file_path}"
+    if fcs.flowcept_sections(data):
+        data = _apply_flowcept_format(data, origin, apply)
+    if data:
         for section, keys in data.items():
             if keys is None:
                 continue
             if not isinstance(keys, dict):
-                raise SettingsError(f"settings file {file_path}: section {section!r} must be a mapping of keys")
+                raise SettingsError(f"settings {origin}: section {section!r} must be a mapping of keys")
             for key, value in keys.items():
-                apply(str(section), str(key), value, f"file {file_path}")
+                apply(str(section), str(key), value, origin)
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or name == SETTINGS_PATH_ENV:
             continue
@@ -451,6 +480,40 @@ def load_settings(path: str | None = None, overrides: Mapping[str, Any] | None =
             origin = origins.get(f"{section}.{key}", "default")
             validated[section][key] = _coerce(section, key, spec, values[section][key], origin)
     return Settings(validated, origins)
+
+
+def _apply_flowcept_format(data: dict, origin: str, apply) -> dict:
+    """Apply the Flowcept-format parts of a settings file (translated); return the rest (this
+    project's own sections, which win). Never raises for the Flowcept parts: values that cannot
+    be used keep their defaults and are reported in one warning."""
+    from flowcept_dist.core import flowcept_settings as fcs
+
+    ours = [k for k in data if k in SCHEMA and k != "log"]
+    fc_part = {k: data[k] for k in fcs.flowcept_sections(data)}
+    rest = {k: v for k, v in data.items() if k not in fc_part}
+    if "log" in fc_part:
+        logsec = fc_part["log"]
+        fc_part["log"] = {k: v for k, v in logsec.items() if k in fcs.FLOWCEPT_LOG_KEYS}
+        own_log = {k: v for k, v in logsec.items() if k not in fcs.FLOWCEPT_LOG_KEYS}
+        if own_log:
+            rest["log"] = own_log
+    out = fcs.translate(fc_part, fill_defaults=not ours)
+    if not ours:  # a Flowcept file: sections neither format knows are reported, not fatal
+        for section in [k for k in rest if k not in SCHEMA]:
+            out.ignore(section)
+            del rest[section]
+    rejected = []
+    for section, keys in out.values.items():
+        for key, (value, source) in keys.items():
+            where = f"{origin}, Flowcept's {source}"
+            try:
+                _coerce(section, key, SCHEMA[section][key], value, where)
+            except SettingsError:
+                rejected.append(f"{source}={value!r}")
+                continue
+            apply(section, key, value, where)
+    fcs.warn_once(origin, out, rejected)
+    return rest
 
 
 def render_settings_file() -> str:

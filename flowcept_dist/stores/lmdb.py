@@ -127,8 +127,7 @@ class LMDBStore(Store):
         merged: dict[bytes, dict] = {}
         for rec in records:
             key = record_key(rec).encode()  # ValueError before any write
-            prev = merged.get(key)
-            merged[key] = rec if prev is None else merge_records(prev, rec)
+            merged[key] = merge_records(merged.get(key), rec)  # (a new record gets its status flag too)
         env, dbs = self._handles()
         try:
             return self._write(env, dbs, merged)

@@ -199,7 +199,7 @@ class MongoStore(Store):
             new, n = old, 0
             for ev in evs:
                 if new is None:
-                    merged = dict(ev)
+                    merged = merge_records(None, ev)
                     merged.setdefault("registered_at", now)
                 else:
                     merged = merge_records(new, ev)

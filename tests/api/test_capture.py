@@ -62,8 +62,9 @@ def test_exception_recorded_and_reraised_unchanged(mem):
             err = exc
     assert isinstance(err, KeyError) and err.args == ("missing",)
     (r,) = mem()
-    assert r["status"] == "ERROR" and "KeyError" in r["stderr"] and "Traceback" in r["stderr"]
+    assert r["status"] == "ERROR" and r["stderr"] == "'missing'"  # str(exc), as Flowcept stores it
     assert r["exception"] == "KeyError: 'missing'"
+    assert r["traceback"].startswith("Traceback") and "in fails" in r["traceback"] and "KeyError" in r["traceback"]
 
 
 def test_error_in_workflow_body_marks_workflow_error(mem):
@@ -99,7 +100,7 @@ def test_async_functions(mem):
     par = next(r for r in recs.values() if r["activity_id"] == "parent")
     kids = [r for r in recs.values() if r["activity_id"] == "child"]
     assert len(kids) == 2 and all(k["parent_task_id"] == par["task_id"] for k in kids)
-    assert sorted(k["generated"]["return"] for k in kids) == [2, 3]
+    assert sorted(k["generated"]["arg_0"] for k in kids) == [2, 3]
 
 
 def test_threads_keep_their_own_parents(mem):
@@ -130,7 +131,7 @@ def test_threads_keep_their_own_parents(mem):
 
 def test_flowcept_loop_records_iterations_and_links_children(mem):
     with Flowcept(settings=mem.settings):
-        loop = FlowceptLoop([10, 20, 30], loop_name="epochs", item_name="epoch")
+        loop = FlowceptLoop([10, 20, 30], loop_name="epochs", item_name="epoch", summary=True)
         for e in loop:
             add_one(e)
             loop.end_iter({"loss": e / 10})
@@ -148,7 +149,7 @@ def test_flowcept_loop_records_iterations_and_links_children(mem):
 
 def test_flowcept_loop_break_still_records(mem):
     with Flowcept(settings=mem.settings):
-        for i in FlowceptLoop(range(10)):
+        for i in FlowceptLoop(range(10), summary=True):
             if i == 2:
                 break
     recs = mem()
@@ -157,7 +158,7 @@ def test_flowcept_loop_break_still_records(mem):
 
 
 def test_flowcept_decorator_makes_a_workflow(mem, monkeypatch):
-    @flowcept(campaign_id="c9")
+    @flowcept(campaign_id="c9", save_workflow=True)
     def main():
         return add_one(1)
 

@@ -98,7 +98,7 @@ def test_slurm_dask_two_nodes_persists_every_task(job):
         a, b, c, d = res["diamond"]
         assert recs[d]["used"] == {"a": b, "b": c}
         assert set(recs[a]["dependents"]) == {b, c}
-        assert recs[d]["generated"] == {"return": 7}
+        assert recs[d]["generated"] == {"arg0": 7}
         wf = db.get_workflow(res["workflow_id"])
         assert wf["name"] == "diamond" and wf["status"] == "FINISHED"
         events = db.query({"type": "telemetry", "subtype": "worker_event"})

@@ -97,10 +97,10 @@ def test_slurm_ray_head_and_one_node(job, ray_tmp):
         assert {k: len(v) for k, v in by_name.items()} == {"inc": 3, "add": 1, "square": 4, "on_node2": 1}, \
             f"{listing}\n{job.output}"
         assert all(t["status"] == "FINISHED" and "generated" in t for t in tasks), f"{listing}\n{job.output}"
-        assert sorted(t["generated"]["return"] if isinstance(t["generated"], dict) and "return" in t["generated"]
+        assert sorted(t["generated"]["arg_0"] if isinstance(t["generated"], dict) and "arg_0" in t["generated"]
                       else t["generated"] for t in by_name["square"]) == [0, 1, 4, 9]
         (pinned,) = by_name["on_node2"]
-        assert pinned["node_id"] == res["node2"] == pinned["generated"]["return"], listing  # captured on node 2
+        assert pinned["node_id"] == res["node2"] == pinned["generated"]["arg_0"], listing  # captured on node 2
         assert len({t.get("node_id") for t in tasks} - {None}) == 2, listing
     finally:
         db.close()

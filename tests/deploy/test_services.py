@@ -62,7 +62,7 @@ def test_start_and_stop_services_with_pid_files(tmp_path, base_env, needs_redis)
                 api.close()
 
         (task,) = poll_for(persisted, 60, message="the service consumer to persist the task")
-        assert task["generated"] == {"return": 2}
+        assert task["generated"] == {"arg_0": 2}
 
         out = subprocess.run(stop, check=False, env=env, capture_output=True, text=True, timeout=180)
         assert out.returncode == 0, out.stderr

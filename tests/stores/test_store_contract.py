@@ -102,7 +102,15 @@ FIN = {"type": "task", "task_id": "m", "status": "FINISHED", "ended_at": 3.0, "h
 MERGED = {"type": "task", "workflow_id": "w", "status": "FINISHED", "submitted_at": 1.0, "started_at": 2.0,
           "ended_at": 3.0, "hostname": "h-fin", "used": {"a": 1, "b": 2}, "generated": {"out": 5},
           "telemetry_at_start": {"cpu": {"percent": 10}}, "telemetry_at_end": {"cpu": {"percent": 20}},
-          "custom_metadata": {"k1": 9, "k2": 2}}
+          "custom_metadata": {"k1": 9, "k2": 2}, "submitted": True, "running": True, "finished": True}
+
+
+def flagged(doc: dict) -> dict:
+    """A task as stored: with the flag of its status (Flowcept's ``finished: true``...)."""
+    out = dict(doc)
+    if doc.get("type") == "task" and doc.get("status"):
+        out[doc["status"].lower()] = True
+    return out
 
 
 def normalized(doc: dict) -> dict:
@@ -157,6 +165,42 @@ def test_duplicates_are_no_ops(store):
     assert store.write_batch([with_id(FIN, "d"), with_id(SUB, "d"), with_id(FIN, "d")]) == 0
     assert store.query({"task_id": "d"}) == before
     assert store.count() == 1
+
+
+def test_none_never_overwrites_a_value(store):
+    """A workflow entered again by id (a child process joining it) sends events that know nothing of its name or
+    campaign. Before the fix their explicit ``None`` erased the stored values, whatever the order."""
+    full = {"type": "workflow", "workflow_id": "w", "name": "train", "campaign_id": "c1", "status": "RUNNING",
+            "custom_metadata": {"k": 1}}
+    blank = {"type": "workflow", "workflow_id": "w", "name": None, "campaign_id": None, "status": "RUNNING",
+             "custom_metadata": None, "participants": {"child": {"status": "RUNNING"}}}
+    store.write_batch([full])
+    store.write_batch([blank])
+    store.write_batch([dict(blank, workflow_id="v")])
+    store.write_batch([dict(full, workflow_id="v")])
+    for wid in ("w", "v"):
+        doc = store.query({"type": "workflow", "workflow_id": wid})[0]
+        assert doc["name"] == "train" and doc["campaign_id"] == "c1" and doc["custom_metadata"] == {"k": 1}, wid
+        assert doc["participants"] == {"child": {"status": "RUNNING"}}
+    store.write_batch([{"type": "task", "task_id": "n", "status": "FINISHED", "ended_at": None, "activity_id": "a"}])
+    assert store.query({"task_id": "n"})[0]["ended_at"] is None  # a None with nothing to protect is kept
+
+
+def test_tasks_keep_a_flag_per_status_they_went_through(store):
+    for status in ("ERROR", "RUNNING", "SUBMITTED"):
+        store.write_batch([{"type": "task", "task_id": "f", "status": status}])
+    doc = store.query({"task_id": "f"})[0]
+    assert doc["status"] == "ERROR" and doc["error"] is doc["running"] is doc["submitted"] is True
+    assert "finished" not in doc and store.count({"type": "task", "error": True}) == 1
+
+
+def test_object_versions_replace_whole(store):
+    v0 = {"type": "object", "object_id": "o", "version": 0, "custom_metadata": {"a": 1, "b": 2}, "sha256": "x"}
+    v1 = {"type": "object", "object_id": "o", "version": 1, "custom_metadata": {"a": 9}, "sha256": "y"}
+    store.write_batch([v1])
+    store.write_batch([v0])  # late arrival of an older version changes nothing
+    doc = store.query({"type": "object", "object_id": "o"})[0]
+    assert doc["version"] == 1 and doc["custom_metadata"] == {"a": 9} and doc["sha256"] == "y"
 
 
 def test_dict_fields_merge_recursively_and_lists_union(store):
@@ -274,7 +318,7 @@ def test_query_operators(loaded, name, flt, expected):
 def test_queries_return_records_without_store_fields(loaded):
     for doc in loaded.query():
         original = next(d for d in DATA if key(d) == key(doc))
-        assert doc == dict(original, registered_at=doc["registered_at"])
+        assert doc == dict(flagged(original), registered_at=doc["registered_at"])
 
 
 def test_projection(loaded):
@@ -282,7 +326,7 @@ def test_projection(loaded):
     assert loaded.query({"task_id": "t2"}, projection={"status": 1, "telemetry_at_end.cpu.percent": 1}) == \
         [{"status": "ERROR", "telemetry_at_end": {"cpu": {"percent": 95.5}}}]
     doc = loaded.query({"task_id": "t1"}, projection={"used": 0, "telemetry_at_end": 0, "registered_at": 0})[0]
-    assert doc == {k: v for k, v in DATA[0].items() if k not in ("used", "telemetry_at_end")}
+    assert doc == {k: v for k, v in flagged(DATA[0]).items() if k not in ("used", "telemetry_at_end")}
     assert loaded.query({"task_id": "t5"}, projection=["ended_at"]) == [{}]
 
 

@@ -185,6 +185,6 @@ def test_flowcept_with_in_process_consumer_queries_at_exit(redis_settings):
         assert fc.flush(20)
         assert len(fc.db.query({"workflow_id": fc.workflow_id, "type": "task"})) == 20  # queryable while running
     tasks = fc.db.query({"workflow_id": fc.workflow_id, "activity_id": "square"}, sort=[("used.x", 1)])
-    assert [t["generated"]["return"] for t in tasks] == [i * i for i in range(20)]
+    assert [t["generated"]["arg_0"] for t in tasks] == [i * i for i in range(20)]
     assert fc.db.get_workflow(fc.workflow_id)["status"] == "FINISHED"
     fc.db.close()

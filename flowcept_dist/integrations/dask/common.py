@@ -49,7 +49,20 @@ def compute_times(startstops) -> tuple[float | None, float | None]:
     return None, None
 
 
+#: the name of a task's result in ``generated`` (as Flowcept's Dask adapter stores a result that is not a dict)
+UNNAMED_OUTPUT = "arg0"
+
+
 def format_error(exception_text, traceback_text) -> str:
-    """The ``stderr`` text of a failed Dask task, the same on the scheduler and on the worker."""
+    """The ``traceback`` text of a failed Dask task, the same on the scheduler and on the worker."""
     tb = traceback_text or ""
     return f"Traceback (most recent call last):\n{tb}{exception_text or ''}"
+
+
+def error_fields(rec: dict, exception_text, traceback_text) -> None:
+    """A failed Dask task's error, as Flowcept's Dask adapter stores it (``stderr`` = ``{"exception",
+    "traceback"}``), plus ``exception`` (the text) and ``traceback`` (the full text) as every capture point has."""
+    rec["stderr"] = {"exception": exception_text, "traceback": traceback_text}
+    rec["traceback"] = format_error(exception_text, traceback_text)
+    if exception_text:
+        rec["exception"] = exception_text

@@ -36,7 +36,7 @@ from flowcept_dist.core.records import AdapterId, RecordType, Status, new_id
 from flowcept_dist.integrations.dask.common import (
     SCHEDULER_PLUGIN_NAME,
     compute_times,
-    format_error,
+    error_fields,
     link_fields,
     task_id,
 )
@@ -209,12 +209,10 @@ class FlowceptSchedulerPlugin(CapturePlugin, SchedulerPlugin):
             rec["address"] = kwargs["worker"]
         blame = getattr(ts, "exception_blame", None) if ts is not None else None
         if start != "processing" and blame is not None and blame.key != key:
-            rec["stderr"] = f"not run: its dependency {task_id(blame.key)} failed"
+            rec["stderr"] = {"exception": f"not run: its dependency {task_id(blame.key)} failed", "traceback": None}
             rec["exception"] = f"dependency failed: {exc_text}" if exc_text else "dependency failed"
         else:
-            rec["stderr"] = format_error(exc_text, tb_text)
-            if exc_text:
-                rec["exception"] = exc_text
+            error_fields(rec, exc_text, tb_text)
         return rec
 
     def add_worker(self, scheduler=None, worker=None, **kwargs) -> None:

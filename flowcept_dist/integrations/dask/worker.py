@@ -13,7 +13,7 @@ What it records (task records, ``adapter_id="dask"``, ``task_id`` = stringified 
   a shorter task's start fields are sent with its terminal record (same stored result, one
   record instead of two);
 - executing -> memory: FINISHED with ``started_at``/``ended_at`` (compute start/stop),
-  ``generated`` (``{"return": value}``, or the value itself when it is a dict) and
+  ``generated`` (``{"arg0": value}``, or the value itself when it is a dict) and
   ``telemetry_at_end``;
 - executing -> error: ERROR with ``exception`` and ``stderr`` (traceback).
 
@@ -41,7 +41,14 @@ from typing import Any
 from distributed import WorkerPlugin
 
 from flowcept_dist.core.records import AdapterId, RecordType, Status
-from flowcept_dist.integrations.dask.common import WORKER_PLUGIN_NAME, compute_times, format_error, link_fields, task_id
+from flowcept_dist.integrations.dask.common import (
+    UNNAMED_OUTPUT,
+    WORKER_PLUGIN_NAME,
+    compute_times,
+    error_fields,
+    link_fields,
+    task_id,
+)
 from flowcept_dist.integrations.dask.plugin import CapturePlugin
 from flowcept_dist.integrations.dask.spec import SpecReader
 
@@ -244,18 +251,15 @@ class FlowceptWorkerPlugin(CapturePlugin, WorkerPlugin):
         if self._capture_outputs:
             value = self._result(key)
             if value is _SPILLED:
-                rec["generated"] = {"return": {"type": ts.type.__name__ if ts.type else None,
-                                               "nbytes": ts.nbytes, "note": "spilled to disk; not read back"}}
+                rec["generated"] = {UNNAMED_OUTPUT: {"type": ts.type.__name__ if ts.type else None,
+                                                     "nbytes": ts.nbytes, "note": "spilled to disk; not read back"}}
             else:
-                rec["generated"] = value if isinstance(value, dict) else {"return": value}
+                rec["generated"] = value if isinstance(value, dict) else {UNNAMED_OUTPUT: value}
         p.emit(self._with_start(key, rec))
 
     def _failed(self, p, key, ts) -> None:
         rec = self._end_record(p, key, ts, _ERROR)
-        exc_text = ts.exception_text
-        rec["stderr"] = format_error(exc_text, ts.traceback_text)
-        if exc_text:
-            rec["exception"] = exc_text
+        error_fields(rec, ts.exception_text, ts.traceback_text)
         p.emit(self._with_start(key, rec))
 
     def _result(self, key):

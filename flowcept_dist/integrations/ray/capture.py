@@ -32,7 +32,7 @@ from ray import ObjectRef
 
 from flowcept_dist.api import task as _task
 from flowcept_dist.api.context import current_workflow
-from flowcept_dist.api.decorators import binder
+from flowcept_dist.api.decorators import UNNAMED_OUTPUT, binder
 from flowcept_dist.api.task import current_task_id
 from flowcept_dist.core import pipeline as runtime
 from flowcept_dist.core.logging import LogOnce
@@ -246,7 +246,7 @@ def _complete(rec, args, kwargs, result, inputs, outputs, extra) -> None:
     if inputs:
         rec["used"] = spec.bind(args, kwargs)
     if outputs and result is not _NO_RESULT and spec.subtype != "actor_creation_task":
-        rec["generated"] = result if isinstance(result, dict) else {"return": result}
+        rec["generated"] = result if isinstance(result, dict) else {UNNAMED_OUTPUT: result}  # as @flowcept_task
     if refs:
         rec["used_refs"] = {spec.ref_name(k): ({"object_id": v[0], "task_id": v[1]} if v[1] else {"object_id": v[0]})
                             for k, v in refs.items()}

@@ -2,7 +2,7 @@
 and checkpoints linked to provenance.
 
 ``from torch_hooks import instrument, uninstrument, training, evaluation, epochs, batches, torch_task,
-save_model, load_model, list_models``
+save_model, load_model, list_models, flowcept_torch``
 
 Forward and layer capture use PyTorch's module hooks (never a subclass or a
 replaced ``forward``), so it is reversible and leaves results bit-identical.
@@ -32,6 +32,10 @@ _LAZY = {
     "find_checkpoint": "catalog",
     "checkpoint_bytes": "catalog",
     "current_batch_index": "context",
+    "flowcept_torch": "model_class",
+    "FlowceptEpochLoop": "model_class",
+    "FlowceptBatchLoop": "model_class",
+    "model_profile": "models",
 }
 
 __all__ = sorted(_LAZY)

@@ -70,11 +70,13 @@ class _ThreadState:
 class Instrumentation:
     """The hooks installed on one model and their configuration. Built by :func:`instrument`."""
 
-    def __init__(self, what: str, every_n_batches: int, inspect_tensors: bool, name: str) -> None:
+    def __init__(self, what: str, every_n_batches: int, inspect_tensors: bool, name: str,
+                 workflow_id: str | None = None) -> None:
         self.what = what
         self.every_n_batches = every_n_batches
         self.inspect_tensors = inspect_tensors
         self.name = name
+        self.workflow_id = workflow_id  # forward records go to this workflow (``@flowcept_torch``), else the active one
         self.handles: list = []
         self._init_runtime()
 
@@ -85,12 +87,12 @@ class Instrumentation:
 
     @property
     def config(self) -> tuple:
-        return (self.what, self.every_n_batches, self.inspect_tensors, self.name)
+        return (self.what, self.every_n_batches, self.inspect_tensors, self.name, self.workflow_id)
 
     # Pickled with a model (deepcopy, Dask/Ray): keep the configuration, rebuild thread state.
     def __getstate__(self) -> dict:
         return {"what": self.what, "every_n_batches": self.every_n_batches,
-                "inspect_tensors": self.inspect_tensors, "name": self.name}
+                "inspect_tensors": self.inspect_tensors, "name": self.name, "workflow_id": self.workflow_id}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -117,6 +119,8 @@ class Instrumentation:
                 st.stack.append((module, None, None))
                 return
             parent, wf_id, camp = links()
+            if self.workflow_id is not None:
+                wf_id = self.workflow_id
             tid = new_id()
             meta: dict = {"training": bool(module.training)}
             if bi is not None:
@@ -277,13 +281,14 @@ def _strip_hooks(model) -> int:
 
 
 def instrument(model, what: str = "parent", every_n_batches: int = 1, inspect_tensors: bool = False,
-               name: str | None = None) -> Instrumentation:
+               name: str | None = None, workflow_id: str | None = None) -> Instrumentation:
     """Capture ``model``'s forward passes (and with ``what="children"`` its submodules) as task records.
 
     ``every_n_batches``: record batch ``i`` when ``i % n == 0`` (inside
     :func:`torch_hooks.batches`), else one of every ``n`` forward calls.
     ``inspect_tensors``: add shapes/dtypes/devices/bytes of inputs and outputs.
     ``name``: ``activity_id`` of forward records (default: the class name).
+    ``workflow_id``: the workflow of the forward records (default: the active one when each runs).
 
     Idempotent: the same call again returns the same :class:`Instrumentation`;
     a call with another configuration replaces the hooks. Raises ``TypeError``
@@ -298,7 +303,7 @@ def instrument(model, what: str = "parent", every_n_batches: int = 1, inspect_te
         raise ValueError(f"what must be one of {', '.join(WHAT)}; got {what!r}")
     if isinstance(every_n_batches, bool) or not isinstance(every_n_batches, int) or every_n_batches < 1:
         raise ValueError(f"every_n_batches must be an integer >= 1, got {every_n_batches!r}")
-    inst = Instrumentation(what, every_n_batches, bool(inspect_tensors), name or type(model).__name__)
+    inst = Instrumentation(what, every_n_batches, bool(inspect_tensors), name or type(model).__name__, workflow_id)
     with _registry_lock:
         old = _registry.get(model)
         if old is not None and old.config == inst.config and old.handles:

@@ -146,7 +146,7 @@ def test_diamond_records_tasks_dependencies_inputs_and_outputs(env):
     assert ra["used"] == {"x": 1, "delta": 1}
     assert rb["used"] == {"x": a.key, "delta": 10}
     assert re_["used"] == {"a": b.key, "b": d.key}
-    assert [r["generated"] for r in (ra, rb, rd, re_)] == [{"return": v} for v in (2, 12, 3, 15)]
+    assert [r["generated"] for r in (ra, rb, rd, re_)] == [{"arg0": v} for v in (2, 12, 3, 15)]
     workers = set(env.cluster.scheduler.workers)
     for r in recs.values():
         assert r["activity_id"] in ("inc", "add") and r["adapter_id"] == "dask"
@@ -170,10 +170,11 @@ def test_failing_task_is_error_with_traceback_and_rest_of_graph_unaffected(env):
     rb = recs[bad.key]
     assert rb["status"] == "ERROR"
     assert "ValueError" in rb["exception"] and "bad input 6" in rb["exception"]
-    assert rb["stderr"].startswith("Traceback") and "in boom" in rb["stderr"]
+    assert rb["traceback"].startswith("Traceback") and "in boom" in rb["traceback"]
+    assert set(rb["stderr"]) == {"exception", "traceback"} and "in boom" in rb["stderr"]["traceback"]  # Flowcept's shape
     assert rb["used"] == {"x": root.key} and "generated" not in rb
     ra = recs[after_bad.key]
-    assert ra["status"] == "ERROR" and bad.key in ra["stderr"]
+    assert ra["status"] == "ERROR" and bad.key in ra["stderr"]["exception"]
     assert "started_at" not in ra  # it never ran
 
 
@@ -184,11 +185,11 @@ def test_array_and_unencodable_results_are_summarized(env):
     assert arr.result().shape == (100, 10)
     assert repr(obj.result()["obj"]) == "Opaque(n=3)"
     recs = settle(env, [arr.key, obj.key], lambda r: "generated" in r, "summaries")
-    summary = recs[arr.key]["generated"]["return"]
+    summary = recs[arr.key]["generated"]["arg0"]
     assert summary["type"] == "numpy.ndarray" and summary["shape"] == [100, 10]
     assert summary["dtype"] == "float32" and summary["nbytes"] == 4000
     gen = recs[obj.key]["generated"]
-    assert gen["obj"]["type"].endswith("Opaque") and gen["obj"]["repr"] == "Opaque(n=3)"
+    assert gen["obj"] == {"n": 3}  # a simple object is flattened to its attributes, as Flowcept does
     assert gen["z"]["type"] == "complex"
 
 
@@ -291,7 +292,7 @@ def test_decorated_function_inside_a_task_is_recorded_as_its_child(env):
     assert child["used"] == {"x": 5, "factor": 2} and child["generated"] == {"scaled": 10}
     assert child["workflow_id"] == fc.workflow_id
     parent = settle(env, [outer.key], terminal, "the outer task")[outer.key]
-    assert parent["workflow_id"] == fc.workflow_id and parent["generated"] == {"return": 11}
+    assert parent["workflow_id"] == fc.workflow_id and parent["generated"] == {"arg0": 11}
 
 
 def capture_threads_after_decorated_and_torch_work(x):

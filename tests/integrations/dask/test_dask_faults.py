@@ -62,7 +62,7 @@ def test_worker_killed_mid_run_leaves_one_consistent_record_per_task(base_env, m
             was_running = {r["task_id"] for r in running}
             for r in recs:
                 assert r["status"] == "FINISHED" and r["started_at"] <= r["ended_at"]
-                assert r["generated"] == {"return": int(r["used"]["x"]) ** 2}
+                assert r["generated"] == {"arg0": int(r["used"]["x"]) ** 2}
                 # every result held on the dead worker was lost and recomputed elsewhere
                 assert r["address"] != victim, r["task_id"]
             assert was_running <= set(keys)

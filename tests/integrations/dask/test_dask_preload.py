@@ -91,7 +91,7 @@ def test_preloaded_plugins_capture_a_graph(dask_processes, base_env):
             recs = poll_for(done, 60, message="records from the preloaded plugins")
             assert set(recs[a.key]["dependents"]) == {b.key, c.key}
             assert recs[c.key]["used"] == {"a": a.key, "b": b.key}
-            assert recs[c.key]["generated"] == {"return": 5}
+            assert recs[c.key]["generated"] == {"arg0": 5}
             (worker,) = worker_names
             assert all(r["address"] == worker for r in recs.values())
             poll_for(lambda: store.query({"type": "telemetry", "address": worker, "subtype": {"$exists": False}}),

@@ -60,8 +60,8 @@ def test_flowcept_context_with_redis_streams_and_in_process_consumer(redis_setti
         assert set(recs) == set(keys)
         assert [recs[k]["status"] for k in keys] == ["FINISHED"] * 4 + ["ERROR"]
         assert set(recs[d.key]["dependencies"]) == {b.key, c.key}
-        assert recs[d.key]["used"] == {"a": b.key, "b": c.key} and recs[d.key]["generated"] == {"return": 6}
-        assert "failed on 6" in recs[bad.key]["stderr"]
+        assert recs[d.key]["used"] == {"a": b.key, "b": c.key} and recs[d.key]["generated"] == {"arg0": 6}
+        assert "failed on 6" in recs[bad.key]["stderr"]["exception"] and "failed on 6" in recs[bad.key]["exception"]
         assert store.count({"type": "telemetry", "subtype": "worker_event"}) >= 2
         assert store.query({"type": "workflow", "workflow_id": fc.workflow_id})[0]["status"] == "FINISHED"
     finally:

@@ -100,7 +100,7 @@ def test_plain_tasks_are_recorded_with_ray_ids(db):
     assert set(by_id) >= {r.task_id().hex() for r in refs}
     assert me_tid in by_id and by_id[me_tid]["pid"] == me_pid
     r = by_id[refs[3].task_id().hex()]
-    assert r["used"] == {"x": 3, "y": 3} and r["generated"] == {"return": 6}
+    assert r["used"] == {"x": 3, "y": 3} and r["generated"] == {"arg_0": 6}
     assert r["adapter_id"] == "ray" and r["activity_id"] == "add" and r["subtype"] == "normal_task"
     assert r["campaign_id"] == "camp-ray" and r["attempt"] == 0 and "parent_task_id" not in r
     assert r["job_id"] == ray.get_runtime_context().get_job_id()
@@ -122,7 +122,7 @@ def test_nested_tasks_record_their_parent(db):
     children = [r for r in recs if r.get("parent_task_id") == parent]
     assert sorted(c["used"]["x"] for c in children) == [0, 1, 2, 3]
     assert all(c["workflow_id"] == fc.workflow_id and c["status"] == "FINISHED" for c in children)
-    assert [r for r in recs if r["task_id"] == parent][0]["generated"] == {"return": [100, 101, 102, 103]}
+    assert [r for r in recs if r["task_id"] == parent][0]["generated"] == {"arg_0": [100, 101, 102, 103]}
 
 
 def test_actor_creation_and_method_calls(db):
@@ -138,7 +138,7 @@ def test_actor_creation_and_method_calls(db):
     assert init["subtype"] == "actor_creation_task" and init["used"] == {"start": 10}
     calls = sorted(by_act["Counter.incr"], key=lambda r: r["started_at"])
     assert [x["used"] for x in calls] == [{"k": 5}, {"k": 1}]
-    assert [x["generated"]["return"] for x in calls] == [15, 16]
+    assert [x["generated"]["arg_0"] for x in calls] == [15, 16]
     aid = c._actor_id.hex()
     assert {init["actor_id"]} | {x["actor_id"] for x in calls} == {aid}
     assert all(x["subtype"] == "actor_task" and x["task_id"] != init["task_id"] for x in calls)
@@ -160,7 +160,8 @@ def test_failing_task_is_recorded_as_error_with_traceback(db):
     (r,) = wait_tasks(db, fc.workflow_id, 1)
     assert r["task_id"] == ref.task_id().hex() and r["status"] == "ERROR"
     assert r["exception"] == "ValueError: bad input 7"
-    assert "Traceback" in r["stderr"] and "in boom" in r["stderr"] and "generated" not in r
+    assert r["stderr"] == "bad input 7" and "generated" not in r  # the message, as Flowcept stores it
+    assert "Traceback" in r["traceback"] and "in boom" in r["traceback"]
 
 
 def test_objectref_arguments_are_recorded_as_dependencies(db):
@@ -214,7 +215,7 @@ def test_explicit_decorator_without_instrumentation(db):
         assert sorted(r["used"]["x"] for r in squares) == [3, 9]
         assert len([r for r in squares if r.get("dependencies")]) == 1
         (add,) = [r for r in recs if r["activity_id"] == "Acc.add"]
-        assert add["used"] == {"v": 4} and add["generated"] == {"return": 4}
+        assert add["used"] == {"v": 4} and add["generated"] == {"arg_0": 4}
         # creation carries no context without instrument(): recorded, but outside the workflow
         (init,) = poll_for(lambda: db.query({"type": "task", "activity_id": "Acc.__init__", "actor_id": add["actor_id"]}),
                            10, message="the actor's creation record")
@@ -291,7 +292,7 @@ def test_task_retried_after_its_worker_is_killed_has_one_consistent_record(db, t
         return got[0] if "FINISHED" in life.get("1", {}).get("states", {}) else None
 
     r = poll_for(final, 20, message="both attempts merged")
-    assert r["attempt"] == 1 and r["status"] == "FINISHED" and r["generated"] == {"return": "survived"}
+    assert r["attempt"] == 1 and r["status"] == "FINISHED" and r["generated"] == {"arg_0": "survived"}
     assert r["workflow_id"] == fc.workflow_id
     assert set(r["lifecycle"]) == {"0", "1"}
     assert "FAILED" in r["lifecycle"]["0"]["states"] and r["lifecycle"]["0"]["error_type"] == "WORKER_DIED"

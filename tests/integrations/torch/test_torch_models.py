@@ -58,7 +58,7 @@ def test_checkpoint_round_trip_gives_identical_predictions_and_links(base_env):
     (train_rec,) = fc.db.query({"type": "task", "subtype": "train", "workflow_id": fc.workflow_id})
     assert rec["type"] == "object" and rec["subtype"] == "model_checkpoint" and rec["storage"] == "inline"
     assert rec["workflow_id"] == fc.workflow_id and rec["campaign_id"] == "c1"
-    assert rec["parent_task_id"] == train_rec["task_id"] and train_rec["generated"] == {"return": object_id}
+    assert rec["parent_task_id"] == train_rec["task_id"] and train_rec["generated"] == {"arg_0": object_id}
     assert rec["model"]["parameters"] == sum(p.numel() for p in model.parameters())
     assert rec["model_class"].endswith("MLP") and rec["custom_metadata"] == {"lr": 0.1}
     raw = base64.b64decode(rec["data"])
@@ -189,7 +189,7 @@ def test_inside_a_flowcept_task_the_checkpoint_links_to_it(base_env):
         object_id = job_that_saves()
     (task,) = fc.db.tasks(fc.workflow_id)
     assert th.find_checkpoint(object_id)["parent_task_id"] == task["task_id"]
-    assert task["generated"] == {"return": object_id}
+    assert task["generated"] == {"arg_0": object_id}
 
 
 def test_cli_lists_and_exports_models(base_env, capsys, tmp_path):
