@@ -268,7 +268,7 @@ class Flowcept:
         self._active = False
         for handle in reversed(self._adapter_handles):
             try:
-                handle.stop(self.settings.adapters.stop_timeout_s)
+                handle.stop(min(self.flush_timeout_s, self.settings.adapters.stop_timeout_s))
             except Exception as exc:
                 log.warning("flowcept_dist: an adapter did not stop cleanly (%s)", exc)
         self._adapter_handles = []

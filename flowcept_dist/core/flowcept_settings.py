@@ -63,10 +63,16 @@ def use_default(environ) -> bool:
     return str(environ.get("FLOWCEPT_USE_DEFAULT", "")).strip().lower() in _TRUE
 
 
+def _flowcept_adapters(section) -> bool:
+    """Flowcept's ``adapters`` section maps adapter names to their options (``mlflow: {kind: mlflow, ...}``);
+    this project's own ``adapters`` section holds plain keys (``enabled``, ``poll_interval_s``...)."""
+    return isinstance(section, dict) and bool(section) and all(isinstance(v, dict) for v in section.values())
+
+
 def flowcept_sections(data: dict) -> list[str]:
     """The parts of a parsed settings file that are in Flowcept's format (section names, ``log`` if it
     holds Flowcept's log keys)."""
-    out = [k for k in data if k in FLOWCEPT_SECTIONS]
+    out = [k for k in data if k in FLOWCEPT_SECTIONS and (k != "adapters" or _flowcept_adapters(data[k]))]
     logsec = data.get("log")
     if isinstance(logsec, dict) and set(logsec) & FLOWCEPT_LOG_KEYS:
         out.append("log")

@@ -488,8 +488,8 @@ def _apply_flowcept_format(data: dict, origin: str, apply) -> dict:
     be used keep their defaults and are reported in one warning."""
     from flowcept_dist.core import flowcept_settings as fcs
 
-    ours = [k for k in data if k in SCHEMA and k != "log"]
     fc_part = {k: data[k] for k in fcs.flowcept_sections(data)}
+    ours = [k for k in data if k in SCHEMA and k not in fc_part]
     rest = {k: v for k, v in data.items() if k not in fc_part}
     if "log" in fc_part:
         logsec = fc_part["log"]

@@ -58,17 +58,10 @@ agent: {}
 """
 
 
-def mongomock_store(settings, monkeypatch):
-    """A MongoStore on mongomock, an in-memory STAND-IN for a MongoDB server (none runs here)."""
-    import mongomock
-    import mongomock.collection as mc
-
-    orig = mc.BulkOperationBuilder.add_replace
-
-    def add_replace(self_, selector, doc, upsert, collation=None, hint=None, sort=None):  # pymongo >= 4.11 passes sort
-        return orig(self_, selector, doc, upsert, collation=collation, hint=hint)
-
-    monkeypatch.setattr(mc.BulkOperationBuilder, "add_replace", add_replace)
+def wire_store(settings, request):
+    """A MongoStore on the session's MongoDB-wire server (nx-27017 started by the tests, or a real MongoDB
+    with FLOWCEPT_TEST_MONGO_URI), in a database of this test's own (dropped afterwards)."""
     from flowcept_dist.stores.mongo import MongoStore
 
-    return MongoStore(settings, db="fc_query_test", client=mongomock.MongoClient())
+    server = request.getfixturevalue("mongo_server")
+    return MongoStore(settings, uri=server.uri, db=request.getfixturevalue("mongo_db"))

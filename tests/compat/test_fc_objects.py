@@ -8,16 +8,16 @@ import pickle
 import stat
 
 import pytest
-from fc_helpers import mongomock_store
+from fc_helpers import wire_store
 
 from flowcept_dist import BlobObject, Flowcept, QueryAPI
 from flowcept_dist.stores.lmdb import LMDBStore
 
 
-@pytest.fixture(params=["lmdb", pytest.param("mongo-mongomock", marks=pytest.mark.stand_in)])
+@pytest.fixture(params=["lmdb", "mongo-wire"])
 def db(request, settings_factory, tmp_path, monkeypatch):
     settings = settings_factory(objects__inline_max_bytes=1024, objects__dir=str(tmp_path / "objs"))
-    store = LMDBStore(settings, path=str(tmp_path / "o")) if request.param == "lmdb" else mongomock_store(settings, monkeypatch)
+    store = LMDBStore(settings, path=str(tmp_path / "o")) if request.param == "lmdb" else wire_store(settings, request)
     api = QueryAPI(settings, store=store)
     yield api
     api.close()

@@ -4,7 +4,7 @@ several stores at once (``store.type: lmdb,mongo``)."""
 from __future__ import annotations
 
 import pytest
-from fc_helpers import mongomock_store
+from fc_helpers import wire_store
 
 from flowcept_dist import QueryAPI
 from flowcept_dist.stores.lmdb import LMDBStore
@@ -22,10 +22,10 @@ RECORDS = [
 ]
 
 
-@pytest.fixture(params=["lmdb", pytest.param("mongo-mongomock", marks=pytest.mark.stand_in)])
+@pytest.fixture(params=["lmdb", "mongo-wire"])
 def db(request, settings_factory, tmp_path, monkeypatch):
     settings = settings_factory()
-    store = LMDBStore(settings, path=str(tmp_path / "q")) if request.param == "lmdb" else mongomock_store(settings, monkeypatch)
+    store = LMDBStore(settings, path=str(tmp_path / "q")) if request.param == "lmdb" else wire_store(settings, request)
     store.write_batch([dict(r) for r in RECORDS])
     api = QueryAPI(settings, store=store)
     yield api
@@ -72,9 +72,9 @@ def test_dataframes(db):
     assert list(db.to_dataframe({"task_id": "t3"}, projection=["task_id", "status"])["status"]) == ["ERROR"]
 
 
-def test_several_stores_at_once(settings_factory, tmp_path, monkeypatch):
+def test_several_stores_at_once(settings_factory, tmp_path, request):
     settings = settings_factory()
-    lmdb, mongo = LMDBStore(settings, path=str(tmp_path / "m")), mongomock_store(settings, monkeypatch)
+    lmdb, mongo = LMDBStore(settings, path=str(tmp_path / "m")), wire_store(settings, request)
     multi = MultiStore([lmdb, mongo])
     multi.write_batch([dict(r) for r in RECORDS])
     assert lmdb.count() == mongo.count() == 5  # written to both

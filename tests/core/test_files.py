@@ -85,7 +85,7 @@ def test_lmdb_store_and_stats_of_a_captured_workflow_are_private(settings_factor
 
     with Flowcept(workflow_name="perms", settings=settings) as fc:
         add(1, 2)
-    assert fc.db.query({"type": "task", "workflow_id": fc.workflow_id})[0]["generated"] == {"return": 3}
+    assert fc.db.query({"type": "task", "workflow_id": fc.workflow_id})[0]["generated"] == {"arg_0": 3}
     assert mode(tmp_path / "deep") == mode(lmdb_dir) == mode(stats_dir) == 0o700
     files = sorted(os.listdir(lmdb_dir))
     assert files == ["data.mdb", "lock.mdb"] and all(mode(lmdb_dir / f) == 0o600 for f in files)
