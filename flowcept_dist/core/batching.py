@@ -214,6 +214,8 @@ class BatchProcessor(SpoolingMixin):
             self._wake.clear()
             stop = self._stop  # read before draining: a record queued before stop is drained below
             req = self._flush_req
+            if stop or req > self._flush_done:
+                self._down_until = 0.0  # a flush or the shutdown asks to try the destination now
             try:
                 self._drain()
                 if stop:

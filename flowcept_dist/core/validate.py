@@ -7,7 +7,7 @@ Two kinds of bad record, two answers:
   alone, with its reason (:func:`problem` returns the reason; the processor dead-letters it);
 - **bad values** (an int of 2**64 or more, a lone surrogate in a string, a dict key that is not
   a string): the record is fine, one value is not encodable. :func:`repair` rewrites only those
-  values (big ints become decimal strings, surrogates become U+FFFD), so the record is kept.
+  values (big ints become decimal strings, lone surrogates become '?'), so the record is kept.
 
 :func:`encode_each` is for emitters: it encodes a list of records, and only when encoding the
 whole list fails does it encode record by record, repairing those that need it. The happy
@@ -83,8 +83,8 @@ def _fix(value):
 
 
 def repair(rec: dict) -> dict:
-    """A copy of ``rec`` every JSON encoder accepts: ints outside 64 bits become strings, strings with
-    lone surrogates get U+FFFD replacement characters ('?' where the codec cannot), keys become strings."""
+    """A copy of ``rec`` every JSON encoder accepts: ints outside 64 bits become decimal strings, lone
+    surrogates in strings become '?', keys become strings."""
     return _fix(rec)
 
 

@@ -223,10 +223,13 @@ class Consumer(abc.ABC):
         consumer can go on at once; False to wait (backoff) and poll again. Subclasses override."""
         return False
 
-    def run(self) -> None:
+    def run(self, retry_setup: bool = False) -> None:
+        """Consume until :meth:`stop`. ``retry_setup``: if the transport cannot be reached at start, keep
+        trying (a consumer thread); else raise at once (``flowcept-dist consume`` tells the user)."""
         stats_dir = self.settings.transport.stats_dir
         last_stats = 0.0
-        self.setup()
+        if not self._setup(retry_setup):
+            return
         backoff = 0
         heal_streak = 0
         try:
@@ -283,8 +286,28 @@ class Consumer(abc.ABC):
                 return
             self.process(msgs)
 
+    def _setup(self, retry: bool) -> bool:
+        attempt = 0
+        while True:
+            try:
+                self.setup()
+                return True
+            except Exception as exc:
+                if not retry:
+                    raise
+                self.stats.poll_failures += 1
+                self.stats.last_error = f"{type(exc).__name__}: {_text(exc)}"
+                self.log_once("setup", "flowcept_dist consumer: cannot start (%s); retrying with backoff",
+                              self.stats.last_error)
+                self.stats.write(self.settings.transport.stats_dir)
+                if not _POLL_RETRY.wait(attempt, self._stop):
+                    self.teardown()
+                    return False
+                attempt += 1
+
     def start(self) -> "Consumer":
-        self._thread = threading.Thread(target=self.run, name=f"flowcept-{self.transport}-consumer", daemon=True)
+        self._thread = threading.Thread(target=self.run, kwargs={"retry_setup": True},
+                                        name=f"flowcept-{self.transport}-consumer", daemon=True)
         self._thread.start()
         return self
 
