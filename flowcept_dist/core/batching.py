@@ -472,6 +472,14 @@ class BatchProcessor(SpoolingMixin):
         stuck = os.getpid() == self._pid and self._thread.is_alive()
         if stuck:
             self._abandon_exporter()
+        elif self._queue and os.getpid() == self._pid and time.monotonic() < deadline:
+            # a capture call that passed the closed check appended after the exporter's last drain:
+            # a fresh exporter takes them (the caller never prepares records itself)
+            self._thread = threading.Thread(target=self._run, daemon=True, name=self._thread.name)
+            self._thread.start()
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+            if self._thread.is_alive():
+                self._abandon_exporter()
         self._stop_spooler(deadline)
         left = len(self._queue)
         if left:

@@ -161,9 +161,19 @@ def _acquire_env(path: str, map_size: int, readonly: bool, sync: bool = True):
             os.makedirs(path, exist_ok=True)
             env = lmdb.open(path, map_size=map_size, max_dbs=16, max_readers=512, lock=True,
                             readahead=False, meminit=False, sync=sync)
-            dbs = {"records": env.open_db(b"records")}
-            for field in INDEXED_FIELDS:
-                dbs[field] = env.open_db(f"idx:{field}".encode(), dupsort=True)
+            for _ in range(_MAX_GROWTHS):
+                try:
+                    dbs = {"records": env.open_db(b"records")}
+                    for field in INDEXED_FIELDS:
+                        dbs[field] = env.open_db(f"idx:{field}".encode(), dupsort=True)
+                    break
+                except lmdb.MapResizedError:  # another process grew the map: adopt its size
+                    env.set_mapsize(0)
+                except lmdb.MapFullError:  # creating the databases needs a page the map does not have
+                    env.set_mapsize(0)
+                    env.set_mapsize(env.info()["map_size"] * 2)
+            else:
+                raise lmdb.MapResizedError(f"could not open the LMDB store at {path}: its map kept changing")
             entry = _Env(env, dbs)
             _envs[key] = entry
         entry.refs += 1
