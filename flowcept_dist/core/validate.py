@@ -47,6 +47,9 @@ def problem(rec) -> str | None:
     status = rec.get("status")
     if status is not None and (type(status) is not str or status not in _STATUSES):
         return f"status {_short(status)} is not one of {', '.join(sorted(_STATUSES))}"
+    execution = rec.get("execution_id")
+    if execution is not None and type(execution) is not str:
+        return f"execution_id {_short(execution)} is a {type(execution).__name__}, not a string"
     attempt = rec.get("attempt")
     if attempt is not None and type(attempt) is not int:
         return f"attempt {_short(attempt)} is a {type(attempt).__name__}, not an integer"

@@ -44,6 +44,7 @@ _envs: dict[tuple[int, str], "_Env"] = {}  # (pid, path) -> shared environment
 _envs_lock = threading.Lock()
 #: longest key stored as it is (LMDB's limit is 511 bytes); longer ones are stored under a hash
 MAX_KEY_BYTES = 500
+_HASHED_PREFIX = 400
 #: a write that keeps finding the map full gives up after this many growths
 _MAX_GROWTHS = 16
 
@@ -57,8 +58,8 @@ def key_bytes(key: str) -> bytes:
     raw = _enc(key)
     if len(raw) <= MAX_KEY_BYTES:
         return raw
-    rtype = key.partition(":")[0]
-    return _enc(f"{rtype[:40]}:#sha256:{hashlib.sha256(raw).hexdigest()}")
+    # keep a readable prefix (reads by task id scan it), then a hash of the whole key
+    return raw[:_HASHED_PREFIX] + b"#sha256:" + hashlib.sha256(raw).hexdigest().encode()
 
 
 def _index_value(value, field: str | None = None) -> bytes | None:
@@ -190,6 +191,24 @@ def _release_env(path: str) -> None:
         if entry.refs <= 0:
             entry.env.close()
             del _envs[key]
+
+
+def _task_keys(txn, rdb, task_id: str) -> list[bytes]:
+    """Keys of every execution of ``task_id``: ``task:<id>`` and ``task:<id>@<execution>`` (a superset
+    when keys were hashed: the query's filter keeps only the matching records)."""
+    exact = key_bytes(f"task:{task_id}")
+    keys = [exact]
+    prefix = _enc(f"task:{task_id}@")[:_HASHED_PREFIX]
+    cur = txn.cursor(db=rdb)
+    ok = cur.set_range(prefix)
+    while ok:
+        k = cur.key()
+        if not bytes(k).startswith(prefix):
+            break
+        if k != exact:
+            keys.append(bytes(k))
+        ok = cur.next()
+    return keys
 
 
 class LMDBStore(Store):
@@ -332,7 +351,7 @@ class LMDBStore(Store):
         seen = set()
         for value in values:
             if field == "task_id":
-                keys = [key_bytes(f"task:{value}")]
+                keys = _task_keys(txn, rdb, value)
             else:
                 iv = _index_value(value, field)
                 if iv is None:

@@ -9,7 +9,9 @@ side and worker side). Events are merged by key, field by field:
 - dict fields (``used``, ``generated``, ``telemetry_at_*``, ``custom_metadata``)
   merge recursively with the same precedence;
 - ``dependencies``, ``dependents`` and ``tags`` merge as ordered unions;
-- ``registered_at`` keeps the earliest value.
+- ``registered_at`` keeps the earliest value;
+- a FINISHED event of a later attempt clears the error fields (``exception``, ``stderr``) an
+  earlier failed attempt left (each attempt's error stays in ``attempts``, where engines keep it).
 
 The result does not depend on arrival order, and re-applying an event changes
 nothing (duplicates are no-ops).
@@ -17,7 +19,11 @@ nothing (duplicates are no-ops).
 
 from __future__ import annotations
 
-from flowcept_dist.core.records import UNION_LIST_FIELDS, event_rank
+from flowcept_dist.core.records import UNION_LIST_FIELDS, Status, event_rank
+
+#: fields describing a failure: a later attempt that finished does not inherit them
+_ERROR_FIELDS = ("exception", "stderr")
+_FINISHED = Status.FINISHED.value
 
 
 def _overlay(low: dict, high: dict) -> dict:
@@ -63,6 +69,10 @@ def merge_records(existing: dict | None, incoming: dict) -> dict:
     else:
         low, high = incoming, existing
     merged = _overlay(low, high)
+    if high.get("status") == _FINISHED and r_new[0] != r_old[0]:
+        for field in _ERROR_FIELDS:  # the attempt that failed is not the one that counts
+            if field not in high:
+                merged.pop(field, None)
     for field in UNION_LIST_FIELDS:
         a, b = existing.get(field), incoming.get(field)
         if isinstance(a, list) and isinstance(b, list):
