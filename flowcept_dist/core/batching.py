@@ -252,11 +252,14 @@ class BatchProcessor(SpoolingMixin):
     def _drain(self) -> None:
         """Export (or, in an outage, spool) everything queued right now, batch by batch."""
         with self._export_lock:
-            while self._queue and not self._abandoned:
-                batch = self._take()
-                if batch:
-                    self._export(batch)
-            self.stats.queue_depth = len(self._queue)
+            self._drain_locked()
+
+    def _drain_locked(self) -> None:
+        while self._queue and not self._abandoned:
+            batch = self._take()
+            if batch:
+                self._export(batch)
+        self.stats.queue_depth = len(self._queue)
 
     def _prepare(self, batch: list[dict]) -> list[dict]:
         """Complete, sanitize, attach the context, validate and number ``batch``. Returns the records to

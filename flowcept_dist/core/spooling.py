@@ -51,6 +51,7 @@ class SpoolingMixin:
     _prepare: Any
     _dropped: Any
     _call_export: Any
+    _drain_locked: Any
 
     def _init_replay(self) -> None:
         self._spool: Spool | None = None
@@ -193,8 +194,11 @@ class SpoolingMixin:
                     return
                 if self._deadline is not None and time.monotonic() >= self._deadline:
                     return
-                if not until_empty and len(self._queue) >= self.batch_size:
-                    return
+                if len(self._queue) >= self.batch_size:
+                    if not until_empty:
+                        return  # live batches first: the exporter loop comes back here
+                    self._drain_locked()  # a flush or the exit replays everything, live batches still first
+                    continue
                 src = self._next_source()
                 if src is None:
                     return
