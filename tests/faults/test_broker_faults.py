@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 
@@ -284,3 +285,42 @@ def test_threads_emitting_during_shutdown_lose_nothing_unaccounted(base_env):
         assert store.count({"type": "task"}) == exported
     finally:
         store.close()
+
+
+def test_refused_credentials_are_not_reported_as_unreachable(base_env, tmp_path, caplog):
+    import shutil
+    import subprocess
+
+    from helpers import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--requirepass", "s3cret", "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import redis
+
+        poll_for(lambda: _pong(redis.Redis(port=port, password="s3cret")), 15, message="redis-server with a password")
+        settings = load_settings(overrides={"transport.type": "redis_streams", "redis.port": port,
+                                            "redis.password": "wrong", "transport.max_retries": 0,
+                                            "telemetry.enabled": False})
+        p = runtime.Pipeline(settings)
+        with caplog.at_level(logging.WARNING, logger="flowcept_dist"):
+            _emit(p, "auth", 10)
+            assert not p.flush(10)
+        p.shutdown(5)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    msg = [r.getMessage() for r in caplog.records if "did not accept" in r.getMessage()][0]
+    assert "refused the credentials" in msg and "unreachable" not in msg and "wrong" not in msg
+    assert p.stats.spooled == 10 and p.stats.dropped_total == 0
+
+
+def _pong(client) -> bool:
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+    finally:
+        client.close()
