@@ -9,6 +9,7 @@ exporter thread only, under the export lock, so the emitter still sees one expor
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -139,7 +140,11 @@ class SpoolingMixin:
             self._dropped("disk_full", len(records), f"{exc.strerror}; free space there or set spool.dir", prepared=True)
         except Exception as exc:
             self._spool_broken_until = time.monotonic() + 1.0
-            self._dropped("spool_failed", len(records), f"{type(exc).__name__}: {_text(exc)}", prepared=True)
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                self._dropped("disk_full", len(records), f"no space left for the spool at {self.spool_config.root}; "
+                              f"free space there or set spool.dir", prepared=True)
+            else:
+                self._dropped("spool_failed", len(records), f"{type(exc).__name__}: {_text(exc)}", prepared=True)
         finally:
             if count_inflight:
                 self.stats.add("inflight", -n)

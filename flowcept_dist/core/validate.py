@@ -3,7 +3,7 @@
 Two kinds of bad record, two answers:
 
 - **structurally bad** (unknown ``type``, no id, an id that is a list, a ``status`` that is not a
-  status name, an ``attempt`` that is not an integer): no store can merge it, so it is set aside
+  string, an ``attempt`` that is not an integer): no store can merge it, so it is set aside
   alone, with its reason (:func:`problem` returns the reason; the processor dead-letters it);
 - **bad values** (an int of 2**64 or more, a lone surrogate in a string, a dict key that is not
   a string): the record is fine, one value is not encodable. :func:`repair` rewrites only those
@@ -45,8 +45,8 @@ def problem(rec) -> str | None:
     elif len(rid) > MAX_ID_CHARS:
         return f"{rtype} record's {field!r} is {len(rid)} characters long (limit {MAX_ID_CHARS})"
     status = rec.get("status")
-    if status is not None and (type(status) is not str or status not in _STATUSES):
-        return f"status {_short(status)} is not one of {', '.join(sorted(_STATUSES))}"
+    if status is not None and type(status) is not str:  # other names rank lowest in the merge, lists break it
+        return f"status {_short(status)} is a {type(status).__name__}, not a status name ({', '.join(sorted(_STATUSES))})"
     execution = rec.get("execution_id")
     if execution is not None and type(execution) is not str:
         return f"execution_id {_short(execution)} is a {type(execution).__name__}, not a string"

@@ -17,10 +17,10 @@ from helpers import poll_for
 
 distributed = pytest.importorskip("distributed")
 
-import flowcept_dist.dask as fdask  # noqa: E402
-from flowcept_dist import Flowcept  # noqa: E402
-from flowcept_dist.core.settings import load_settings  # noqa: E402
-from flowcept_dist.stores.lmdb import LMDBStore  # noqa: E402
+import flowcept_dist.dask as fdask
+from flowcept_dist import Flowcept
+from flowcept_dist.core.settings import load_settings
+from flowcept_dist.stores.lmdb import LMDBStore
 
 
 def flaky(x, marker_dir):

@@ -9,6 +9,7 @@ direct emitter lost the whole batch, an entry with a list ``type`` stayed pendin
 from __future__ import annotations
 
 import json
+import time
 
 import orjson
 import pytest
@@ -158,3 +159,49 @@ def test_a_store_refusing_one_record_stores_the_rest_of_the_batch(redis_env, own
     assert json.loads(dead[0][1][b"data"])["task_id"] == "refused"
     assert c.stats.records_in == 80
     store.close()
+
+
+def test_kafka_consumer_dead_letters_poison_alone_and_stores_the_rest(kafka_settings):
+    """The same isolation on a real Kafka-protocol broker: a poison record and a record the store refuses
+    go to the dead-letter topic alone; the rest of their messages is stored and committed."""
+    from confluent_kafka import Consumer as KafkaConsumer
+    from confluent_kafka import Producer
+
+    settings = kafka_settings
+    store = open_store(settings)
+
+    class Picky:
+        def write_batch(self, records):
+            if any(r.get("task_id") == "refused" for r in records):
+                raise ValueError("document too large")
+            return store.write_batch(records)
+
+        def close(self):
+            pass
+
+    prod = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    batch = ([{"type": "task", "task_id": f"a-{i}"} for i in range(30)] + [{"type": "task", "task_id": "refused"}]
+             + [{"type": "task", "task_id": "bad", "status": ["X"]}] + [{"type": "task", "task_id": f"b-{i}"} for i in range(30)])
+    c = create_consumer(settings, store=Picky()).start()
+    try:
+        prod.produce(settings.kafka.topic, value=orjson.dumps(batch))
+        prod.flush(10)
+        poll_for(lambda: store.count({"type": "task"}) == 60, 60, message="the 60 good records stored")
+        assert c.wait_caught_up(30)
+    finally:
+        c.stop()
+        store.close()
+    dlq = KafkaConsumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "dlq-reader",
+                         "auto.offset.reset": "earliest"})
+    dlq.subscribe([settings.kafka.dead_letter_topic])
+    got = []
+    try:
+        deadline = time.monotonic() + 30
+        while len(got) < 2 and time.monotonic() < deadline:
+            m = dlq.poll(0.5)
+            if m is not None and m.error() is None:
+                got.append((json.loads(m.value())["task_id"], dict(m.headers())["reason"].decode()))
+    finally:
+        dlq.close()
+    assert sorted(t for t, _ in got) == ["bad", "refused"]
+    assert any("document too large" in r for _, r in got) and c.stats.records_in == 60
