@@ -197,6 +197,11 @@ def row_outage(tmp: str, n: int) -> dict:
     consumer = subprocess.Popen([sys.executable, "-m", "flowcept_dist.cli.main", "consume", "--name", "c"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
+        deadline = time.monotonic() + 60
+        import redis
+
+        while not redis.Redis(port=r.port).exists("flowcept") and time.monotonic() < deadline:
+            time.sleep(0.1)  # the consumer is up (it created the stream and its group)
         duration = 10.0
         prod = subprocess.Popen([sys.executable, "-c", OUTAGE, str(n), str(n / duration)], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -212,10 +217,12 @@ def row_outage(tmp: str, n: int) -> dict:
             time.sleep(1)
     finally:
         consumer.send_signal(signal.SIGTERM)
-        consumer.wait(60)
+        _, cerr = consumer.communicate(timeout=60)
         r.stop()
     got = stored(env)
     res.update(lost=n - got["stored"], duplicates=got["stored"] - got["distinct"])
+    if got["stored"] < n:
+        res["consumer_stderr"] = cerr.decode(errors="replace")[-600:]
     return res
 
 

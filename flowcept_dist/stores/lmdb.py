@@ -160,8 +160,16 @@ def _acquire_env(path: str, map_size: int, readonly: bool, sync: bool = True):
                 raise FileNotFoundError(f"no LMDB store at {path}: nothing has been captured there yet "
                                         f"(set FLOWCEPT_STORE_LMDB_PATH to the store you want)")
             os.makedirs(path, exist_ok=True)
-            env = lmdb.open(path, map_size=map_size, max_dbs=16, max_readers=512, lock=True,
-                            readahead=False, meminit=False, sync=sync)
+            size = map_size
+            for _ in range(2 * _MAX_GROWTHS):
+                try:
+                    env = lmdb.open(path, map_size=size, max_dbs=16, max_readers=512, lock=True,
+                                    readahead=False, meminit=False, sync=sync)
+                    break
+                except lmdb.MapResizedError:  # other processes grew the map beyond our size: ask for more
+                    size *= 2
+            else:
+                raise lmdb.MapResizedError(f"could not open the LMDB store at {path}: its map kept growing")
             for _ in range(_MAX_GROWTHS):
                 try:
                     dbs = {"records": env.open_db(b"records")}
