@@ -36,10 +36,10 @@ def run(args) -> int:
 
         cfg = dataclasses.replace(cfg, root=os.path.abspath(os.path.expanduser(args.dir)))
     if args.list:
-        spools = list_spools(cfg.root)
-        if not spools:
+        listed = list_spools(cfg.root)
+        if not listed:
             print(f"no spool under {cfg.root}")
-        for s in spools:
+        for s in listed:
             owner = "running" if s["alive"] else "gone"
             print(f"{s['path']}: {s['records']} records ({s['bytes']} bytes) for {s['destination']}; owner pid "
                   f"{s['pid']} {owner}")
@@ -53,6 +53,9 @@ def run(args) -> int:
               + (f" ({len(others)} spool(s) for other destinations: see --list, --any-destination)" if others else ""))
         return 0
     total = sum(s.pending_records for s in spools)
+    from flowcept_dist.core.stats import PipelineStats
+
+    stats = PipelineStats("replay", getattr(emitter, "name", "?"))  # so 'flowcept-dist status' counts what it replays
     print(f"replaying {total} record(s) from {len(spools)} spool(s) into {dest}", file=sys.stderr, flush=True)
     strip = not getattr(emitter, "sequence", False)
     done = lost = 0
@@ -75,6 +78,7 @@ def run(args) -> int:
                                        f"stay in the spool: run 'flowcept-dist replay' again once it accepts them")
                     spool.commit(token)
                     done += result.exported
+                    stats.replayed = done
                     lost += sum((result.dropped or {}).values()) + len(result.dead or ())
                     if result.dead:
                         from flowcept_dist.core.spool import write_dead_letters
@@ -90,5 +94,6 @@ def run(args) -> int:
                 spool.close()
     finally:
         emitter.shutdown(5)
+        stats.write(settings.transport.stats_dir)
     print(f"replayed {done} record(s) into {dest}" + (f"; {lost} refused for good (dead letters)" if lost else ""))
     return 0

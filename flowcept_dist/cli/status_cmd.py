@@ -31,7 +31,7 @@ def run(args) -> int:
             dropped[reason] = dropped.get(reason, 0) + n
     out = {
         "stats_dir": settings.transport.stats_dir,
-        "processes": len(producers),
+        "processes": len([s for s in producers if s.get("role") != "replay"]),
         "emitted": sum(s.get("emitted", 0) for s in producers),
         "exported": sum(s.get("exported", 0) for s in producers),
         "queued": sum(s.get("queue_depth", 0) for s in producers),
@@ -62,8 +62,8 @@ def run(args) -> int:
           f"dropped {sum(dropped.values())}" + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(dropped.items()))})" if dropped else ""))
     if out["truncated_values"]:
         print(f"values summarized for size: {out['truncated_values']}")
-    for line in _delivery_lines(out):
-        print(line)
+    for text in _delivery_lines(out):
+        print(text)
     if "last_error" in out:
         print(f"last export error: {out['last_error']}")
     for c in out["consumers"]:
@@ -96,7 +96,7 @@ def _delivery(settings, producers: list[dict], consumers: list[dict]) -> dict:
         "dead_letter_file_records": count_dead_letters(settings.spool.dir),
         "repaired": sum(s.get("repaired", 0) for s in producers),
     }
-    gaps = union_gaps([c.get("seq_seen") for c in consumers])
+    gaps = union_gaps([c.get("seq_seen") or {} for c in consumers])
     if gaps:
         by_producer = {s.get("producer_id"): s for s in producers if s.get("producer_id")}
         missing = explained = waiting_seq = 0

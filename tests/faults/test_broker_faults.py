@@ -174,8 +174,12 @@ def test_hung_broker_exit_is_bounded_and_nothing_is_lost(redis_env, own_redis):
     assert shutdown_s < 3 + 2 and wall < 30  # bounded by shutdown_timeout_s (+ one socket timeout), not ~40 s
     assert dropped == 0 and spooled + exported == emitted == 3000  # every record in exactly one counter
     # the next process (here: flowcept-dist replay) delivers what was spooled; the store has each record once
+    listed = cli("replay", "--list")
+    assert f"{spooled} records" in listed.stdout and "gone" in listed.stdout
     rep = cli("replay")
     assert rep.returncode == 0, rep.stderr
+    st = json.loads(cli("status", "--json").stdout)
+    assert st["replayed"] == spooled and st["spool_waiting"] == 0
     settings = load_settings()
     store = open_store(settings)
     consumer = create_consumer(settings, store=store).start()
