@@ -17,7 +17,8 @@ With a spool (:mod:`flowcept_dist.core.spool`, on by default through ``spool.ena
   of ``max_queue`` (a burst faster than the destination, or a hung broker blocking the exporter),
   until it is back to a quarter;
 - when the queue is full anyway, a capture call waits up to ``spool.max_block_ms`` for the
-  spooler to make room (the only time the caller waits), then ``on_full`` applies.
+  spooler to make room (the only time the caller waits; never on a thread running an event loop,
+  such as a Dask scheduler's or worker's), then ``on_full`` applies.
 
 Full-queue policy (``transport.on_full``): ``drop_oldest`` (default), ``drop_newest``, or ``block``
 (wait up to ``block_timeout_s``, then drop the incoming record). Records end in exactly one of:
@@ -179,7 +180,8 @@ class BatchProcessor(SpoolingMixin):
         self._wake.set()
         if self._spooler is not None and self._spool_usable():
             self._spool_wake.set()
-            if self._wait_room(self.spool_config.max_block_s):
+            # never on an event loop (a Dask scheduler or worker hook, async user code): it must not stall
+            if not _on_event_loop() and self._wait_room(self.spool_config.max_block_s):
                 return True
         if policy == "drop_oldest":
             try:
@@ -514,6 +516,16 @@ class BatchProcessor(SpoolingMixin):
                    else "the processor was still preparing them (a value whose repr is slow?)")
             self._dropped("shutdown_timeout", n, why, prepared=prepared is not None)
         self.stats.inflight = self._spooler_inflight
+
+
+def _on_event_loop() -> bool:
+    """True when the calling thread runs an asyncio event loop (only asked when the queue is full)."""
+    import asyncio
+
+    try:
+        return asyncio.events._get_running_loop() is not None
+    except Exception:
+        return False
 
 
 def _reinit_after_fork() -> None:
