@@ -290,7 +290,9 @@ class Flowcept:
             self.pipeline.emit(self._end_record(error))
         links.workflow_ending(self, self.flush_timeout_s)  # e.g. Ray workers export on their own schedule
         if not self.pipeline.flush(self.flush_timeout_s):
-            log.warning("flowcept_dist: not everything was exported within %.0f s", self.flush_timeout_s)
+            log.warning("flowcept_dist: not everything was delivered when the workflow ended (flush_timeout_s=%.0f); "
+                        "what is left waits in the spool or the queue and 'flowcept-dist status' counts it",
+                        self.flush_timeout_s)
         if self._consumer is not None:
             self._consumer.stop(drain=True, timeout_s=self.flush_timeout_s)
             self._consumer = None

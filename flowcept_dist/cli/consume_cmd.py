@@ -45,7 +45,7 @@ def run(args) -> int:
         caught_up = _wait_idle(consumer)
         consumer.stop(drain=True)
     else:
-        consumer.run()
+        consumer.run(retry_setup=True)  # a transport not up yet is waited for (said once), as after an outage
         caught_up = True
     s = consumer.stats
     print(f"persisted {s.records_in} records from {s.entries_acked} entries; dead-lettered {s.dead_lettered}",

@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "flowcept_dist.cli.watch_cmd",
     "flowcept_dist.cli.ingest_cmd",
     "flowcept_dist.cli.show_settings_cmd",
+    "flowcept_dist.cli.replay_cmd",
 ]
 
 

@@ -10,6 +10,7 @@ points read :data:`_pipeline` directly: when capture is off that costs one globa
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import socket
@@ -41,6 +42,7 @@ class Pipeline:
         from flowcept_dist.core.logging import apply_level
         from flowcept_dist.core.redact import Redactor
         from flowcept_dist.core.registry import create_emitter
+        from flowcept_dist.core.spool import SpoolConfig
 
         self.settings = settings
         self.enabled = bool(settings.capture.enabled)
@@ -62,7 +64,8 @@ class Pipeline:
         self.processor = BatchProcessor(
             self.emitter, batch_size=t.batch_size, flush_interval_s=t.flush_interval_s, max_queue=t.max_queue,
             on_full=t.on_full, block_timeout_s=t.block_timeout_s, max_value_bytes=settings.capture.max_value_bytes,
-            max_repr_chars=settings.capture.max_repr_chars, context=ctx, stats_dir=t.stats_dir, role=role)
+            max_repr_chars=settings.capture.max_repr_chars, context=ctx, stats_dir=t.stats_dir, role=role,
+            spool=SpoolConfig.from_settings(settings))
         self.processor.redact = Redactor.from_settings(settings)  # secrets named as such never leave the process
         self.emit = self.processor.emit  # type: ignore[method-assign]  # the hot path skips a call
         if settings.telemetry.enabled:
@@ -74,6 +77,12 @@ class Pipeline:
             except Exception as exc:  # psutil missing or broken: capture goes on without telemetry
                 log.warning("flowcept_dist: telemetry disabled (%s: %s)", type(exc).__name__, exc)
                 self.sampler = None
+        # registered after the processor's own: runs first at exit, so the sampler stops before the
+        # processor's last flush (no telemetry record arrives after it)
+        atexit.register(self._atexit)
+
+    def _atexit(self) -> None:
+        self.shutdown()
 
     def emit(self, record: dict) -> None:  # replaced per instance by processor.emit when enabled
         return None
@@ -112,6 +121,10 @@ class Pipeline:
         return self.processor.stats if self.processor is not None else None
 
     def shutdown(self, timeout_s: float | None = None) -> None:
+        try:
+            atexit.unregister(self._atexit)
+        except Exception:
+            pass
         if self.sampler is not None:
             self.sampler.stop()
             self.sampler = None

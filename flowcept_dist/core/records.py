@@ -114,10 +114,12 @@ def new_id() -> str:
 
 
 def record_key(record: dict) -> str:
-    """The store key of a record: ``"<type>:<id>"``.
+    """The store key of a record: ``"<type>:<id>"``, or ``"<type>:<id>@<execution_id>"``.
 
-    Raises ``ValueError`` naming the missing field when the record cannot be
-    keyed (the consumer sends such records to the dead-letter stream).
+    ``execution_id`` (optional) separates executions of one task id: a Dask key computed again in
+    a later workflow is a record of its own (its ``execution_id`` is that workflow's id), while the
+    events of one execution still merge. Raises ``ValueError`` naming the missing field when the
+    record cannot be keyed (the consumer sends such records to the dead-letter stream).
     """
     rtype = record.get("type")
     field = KEY_FIELD.get(rtype) if isinstance(rtype, str) else None
@@ -126,6 +128,9 @@ def record_key(record: dict) -> str:
     rid = record.get(field)
     if rid is None or rid == "":
         raise ValueError(f"{rtype} record has no {field!r}")
+    execution = record.get("execution_id")
+    if execution:
+        return f"{rtype}:{rid}@{execution}"
     return f"{rtype}:{rid}"
 
 

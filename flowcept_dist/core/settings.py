@@ -93,6 +93,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "shutdown_timeout_s": Key(10.0, "float", "Longest time flushing at exit may take.", minimum=0),
         "stats_dir": Key("~/.flowcept/stats", "path", "Where each process writes its pipeline counters (read by 'flowcept-dist status')."),
     },
+    "spool": {
+        "enabled": Key(True, "bool", "Keep records on local disk while the queue is full or the destination is down, slow or full; replay them in order when it recovers (see 'flowcept-dist replay')."),
+        "dir": Key("~/.flowcept/spool", "path", "Spool directory: one sub-directory per process (mode 0700, files 0600). Use node-local disk."),
+        "max_mb": Key(1024.0, "float", "Largest spool of one process in MiB; records beyond it are dropped and counted (spool_full).", minimum=0.01),
+        "segment_mb": Key(16.0, "float", "Size of one spool segment file in MiB (replayed segments are deleted).", minimum=0.01),
+        "fsync": Key(True, "bool", "fsync each spooled batch: a crash of the machine loses nothing spooled. false: a process crash still loses nothing; a machine crash may lose the last seconds."),
+        "max_block_ms": Key(100.0, "float", "When the in-memory queue is full, the longest a capture call waits for the spooler to make room before transport.on_full applies.", minimum=0),
+        "replay_orphans": Key(True, "bool", "Replay spools left on this host by processes that died or exited with records not delivered, when they had the same destination."),
+    },
     "redis": {
         "host": Key("127.0.0.1", "str", "Redis host."),
         "port": Key(6379, "int", "Redis port.", minimum=1, maximum=65535),

@@ -32,6 +32,18 @@ class PipelineStats:
         self.export_seconds = 0.0
         self.exports = 0
         self.queue_depth = 0
+        self.inflight = 0  # taken from the queue, not yet exported, spooled or dropped
+        self.spooled = 0  # records written to the local spool (their later fate: replayed)
+        self.replayed = 0  # records read back from a spool and delivered (this process's or adopted)
+        self.replay_lost = 0  # records read back from a spool that the destination refused for good
+        self.spool_corrupt_bytes = 0  # unreadable spool data skipped (a frame torn by a crash)
+        self.seq_dropped = 0  # records dropped after they got a sequence number (explains consumer gaps)
+        self.spool_pending = 0  # records in this process's spool, not replayed yet
+        self.spool_path: str | None = None
+        self.dead_lettered = 0  # records set aside as poison, with their reason
+        self.repaired = 0  # records whose unencodable values were rewritten (big ints, surrogates)
+        self.producer_id: str | None = None  # with sequence numbers: this producer's id
+        self.seq_last = 0  # with sequence numbers: the last one assigned
         self.last_error: str | None = None
         self.started_at = time.time()
         self._lock = threading.Lock()
@@ -42,14 +54,20 @@ class PipelineStats:
         with self._lock:
             self.dropped[reason] = self.dropped.get(reason, 0) + n
 
+    def add(self, name: str, n: int = 1) -> None:
+        """Add to a counter that more than one thread updates."""
+        with self._lock:
+            setattr(self, name, getattr(self, name) + n)
+
     @property
     def emitted(self) -> int:
-        """Records handed to the pipeline: exported + dropped + still queued.
+        """Records handed to the pipeline: exported + dropped + dead-lettered + spooled + queued + in flight.
 
-        Derived rather than counted, so the capture hot path touches no counter
-        and the identity emitted == exported + dropped + queued always holds.
+        Derived rather than counted, so the capture hot path touches no counter and the identity
+        holds by construction. A spooled record's later delivery is counted in ``replayed``.
         """
-        return self.exported + self.dropped_total + self.queue_depth
+        return (self.exported + self.dropped_total + self.dead_lettered + self.spooled + self.queue_depth
+                + self.inflight)
 
     @property
     def dropped_total(self) -> int:
@@ -63,7 +81,11 @@ class PipelineStats:
             "queue_depth": self.queue_depth, "export_failures": self.export_failures,
             "truncated_values": self.truncated_values, "hook_failures": self.hook_failures,
             "mean_export_ms": round(1000 * self.export_seconds / self.exports, 3) if self.exports else None,
-            "last_error": self.last_error,
+            "last_error": self.last_error, "inflight": self.inflight, "spooled": self.spooled,
+            "replayed": self.replayed, "spool_pending": self.spool_pending, "spool_path": self.spool_path,
+            "dead_lettered": self.dead_lettered, "repaired": self.repaired, "producer_id": self.producer_id,
+            "seq_last": self.seq_last, "seq_dropped": self.seq_dropped, "replay_lost": self.replay_lost,
+            "spool_corrupt_bytes": self.spool_corrupt_bytes,
         }
 
     def write(self, stats_dir: str) -> None:

@@ -11,10 +11,20 @@ Layout (named databases inside one environment):
 LMDB serializes writers across processes with its own lock file, and readers
 never block. An environment must be opened once per process, so handles are
 shared per (process, path) and reopened in forked children.
+
+Growth across processes: a writer that fills the map grows it (first adopting a size another
+process set, else doubling); every other process then gets ``MDB_MAP_RESIZED`` at its next
+transaction, adopts the new size and goes on. Resizing waits until no transaction of this
+process is open (LMDB requires it), so every transaction goes through :meth:`_Env.txn`.
+
+Keys longer than LMDB's 511-byte limit (a 600-character workflow id) are stored under
+``"<type>:#sha256:<hex>"``; the record keeps its full id and reads by id find it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import threading
 import time
@@ -31,8 +41,26 @@ INDEXED_FIELDS = ("workflow_id", "parent_task_id", "campaign_id", "status", "typ
 #: save nothing at query time (a query for them reads most of the store anyway). Queries on them scan.
 UNINDEXED_VALUES = {"status": frozenset({"FINISHED"}), "type": frozenset({"task", "telemetry"})}
 
-_envs: dict[tuple[int, str], list] = {}  # (pid, path) -> [env, dbs, refcount]
+_envs: dict[tuple[int, str], "_Env"] = {}  # (pid, path) -> shared environment
 _envs_lock = threading.Lock()
+#: longest key stored as it is (LMDB's limit is 511 bytes); longer ones are stored under a hash
+MAX_KEY_BYTES = 500
+_HASHED_PREFIX = 400
+#: a write that keeps finding the map full gives up after this many growths
+_MAX_GROWTHS = 16
+
+
+def _enc(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def key_bytes(key: str) -> bytes:
+    """The LMDB key of a record key (``"<type>:<id>"``): itself, or a hash of it when too long."""
+    raw = _enc(key)
+    if len(raw) <= MAX_KEY_BYTES:
+        return raw
+    # keep a readable prefix (reads by task id scan it), then a hash of the whole key
+    return raw[:_HASHED_PREFIX] + b"#sha256:" + hashlib.sha256(raw).hexdigest().encode()
 
 
 def _index_value(value, field: str | None = None) -> bytes | None:
@@ -41,7 +69,85 @@ def _index_value(value, field: str | None = None) -> bytes | None:
     skip = UNINDEXED_VALUES.get(field) if field is not None else None
     if skip is not None and value in skip:
         return None
-    return str(value).encode()[:400]
+    return _enc(str(value))[:400]
+
+
+def _dump(rec: dict) -> bytes:
+    try:
+        return jsonfmt.dumps(rec)
+    except Exception:  # a value no encoder takes (int >= 2**64, lone surrogate): store it repaired
+        from flowcept_dist.core.validate import repair
+
+        return jsonfmt.dumps(repair(rec))
+
+
+class _Env:
+    """One process's handle on an environment, shared by its store objects and threads.
+
+    Transactions are counted so that a resize (``set_mapsize``, which LMDB allows only while
+    this process has no transaction open) waits for them, and new ones wait for the resize.
+    """
+
+    def __init__(self, env, dbs: dict) -> None:
+        self.env = env
+        self.dbs = dbs
+        self.refs = 0
+        self._cv = threading.Condition(threading.Lock())
+        self._active = 0
+        self._resizing = False
+        self.resizes = 0  # times this process adopted or set a new map size
+
+    def _enter(self) -> None:
+        with self._cv:
+            while self._resizing:
+                self._cv.wait()
+            self._active += 1
+
+    def _leave(self) -> None:
+        with self._cv:
+            self._active -= 1
+            if not self._active:
+                self._cv.notify_all()
+
+    @contextlib.contextmanager
+    def txn(self, write: bool = False, buffers: bool = False):
+        """A transaction (committed on success, aborted on error) that survives another process growing the map."""
+        import lmdb
+
+        for _ in range(_MAX_GROWTHS):
+            self._enter()
+            try:
+                txn = self.env.begin(write=write, buffers=buffers)
+            except lmdb.MapResizedError:
+                self._leave()
+                self.resize(adopt=True)
+                continue
+            except BaseException:
+                self._leave()
+                raise
+            try:
+                with txn:
+                    yield txn
+            finally:
+                self._leave()
+            return
+        raise lmdb.MapResizedError("the LMDB map kept being resized by other processes")
+
+    def resize(self, adopt: bool) -> None:
+        """Adopt the map size another process set (``adopt``), or grow the map: adopt first, else double."""
+        with self._cv:
+            self._resizing = True
+            try:
+                while self._active:
+                    self._cv.wait()
+                before = self.env.info()["map_size"]
+                self.env.set_mapsize(0)  # the size in the environment's meta page: another process's growth
+                if not adopt and self.env.info()["map_size"] <= before:
+                    self.env.set_mapsize(before * 2)
+                self.resizes += 1
+            finally:
+                self._resizing = False
+                self._cv.notify_all()
 
 
 def _acquire_env(path: str, map_size: int, readonly: bool, sync: bool = True):
@@ -55,14 +161,32 @@ def _acquire_env(path: str, map_size: int, readonly: bool, sync: bool = True):
                 raise FileNotFoundError(f"no LMDB store at {path}: nothing has been captured there yet "
                                         f"(set FLOWCEPT_STORE_LMDB_PATH to the store you want)")
             private_dir(path)  # 0700, and data.mdb / lock.mdb 0600: records hold every task's inputs and outputs
-            env = lmdb.open(path, map_size=map_size, max_dbs=16, max_readers=512, lock=True,
-                            readahead=False, meminit=False, sync=sync, mode=FILE_MODE)
-            dbs = {"records": env.open_db(b"records")}
-            for field in INDEXED_FIELDS:
-                dbs[field] = env.open_db(f"idx:{field}".encode(), dupsort=True)
-            entry = [env, dbs, 0]
+            size = map_size
+            for _ in range(2 * _MAX_GROWTHS):
+                try:
+                    env = lmdb.open(path, map_size=size, max_dbs=16, max_readers=512, lock=True,
+                                    readahead=False, meminit=False, sync=sync, mode=FILE_MODE)
+                    break
+                except lmdb.MapResizedError:  # other processes grew the map beyond our size: ask for more
+                    size *= 2
+            else:
+                raise lmdb.MapResizedError(f"could not open the LMDB store at {path}: its map kept growing")
+            for _ in range(_MAX_GROWTHS):
+                try:
+                    dbs = {"records": env.open_db(b"records")}
+                    for field in INDEXED_FIELDS:
+                        dbs[field] = env.open_db(f"idx:{field}".encode(), dupsort=True)
+                    break
+                except lmdb.MapResizedError:  # another process grew the map: adopt its size
+                    env.set_mapsize(0)
+                except lmdb.MapFullError:  # creating the databases needs a page the map does not have
+                    env.set_mapsize(0)
+                    env.set_mapsize(env.info()["map_size"] * 2)
+            else:
+                raise lmdb.MapResizedError(f"could not open the LMDB store at {path}: its map kept changing")
+            entry = _Env(env, dbs)
             _envs[key] = entry
-        entry[2] += 1
+        entry.refs += 1
         return entry
 
 
@@ -72,10 +196,28 @@ def _release_env(path: str) -> None:
         entry = _envs.get(key)
         if entry is None:
             return
-        entry[2] -= 1
-        if entry[2] <= 0:
-            entry[0].close()
+        entry.refs -= 1
+        if entry.refs <= 0:
+            entry.env.close()
             del _envs[key]
+
+
+def _task_keys(txn, rdb, task_id: str) -> list[bytes]:
+    """Keys of every execution of ``task_id``: ``task:<id>`` and ``task:<id>@<execution>`` (a superset
+    when keys were hashed: the query's filter keeps only the matching records)."""
+    exact = key_bytes(f"task:{task_id}")
+    keys = [exact]
+    prefix = _enc(f"task:{task_id}@")[:_HASHED_PREFIX]
+    cur = txn.cursor(db=rdb)
+    ok = cur.set_range(prefix)
+    while ok:
+        k = cur.key()
+        if not bytes(k).startswith(prefix):
+            break
+        if k != exact:
+            keys.append(bytes(k))
+        ok = cur.next()
+    return keys
 
 
 class LMDBStore(Store):
@@ -101,7 +243,7 @@ class LMDBStore(Store):
         if os.getpid() != self._pid:  # forked: the parent's handle is unusable here
             self._pid = os.getpid()
             self._entry = _acquire_env(self.path, self._map_size, self._readonly, self._sync)
-        return self._entry[0], self._entry[1]
+        return self._entry, self._entry.dbs
 
     @classmethod
     def from_location(cls, settings, location: str, readonly: bool = False) -> "LMDBStore":
@@ -126,22 +268,23 @@ class LMDBStore(Store):
         # events of one record in the same batch are merged in memory first: one read and one write per key
         merged: dict[bytes, dict] = {}
         for rec in records:
-            key = record_key(rec).encode()  # ValueError before any write
+            key = key_bytes(record_key(rec))  # ValueError before any write
             merged[key] = merge_records(merged.get(key), rec)  # (a new record gets its status flag too)
         env, dbs = self._handles()
-        try:
-            return self._write(env, dbs, merged)
-        except lmdb.MapFullError:
-            env.set_mapsize(env.info()["map_size"] * 2)
-            return self._write(env, dbs, merged)
+        for _ in range(_MAX_GROWTHS):
+            try:
+                return self._write(env, dbs, merged)
+            except lmdb.MapFullError:
+                env.resize(adopt=False)  # outside the aborted transaction
+        raise lmdb.MapFullError(f"the LMDB map at {self.path} is still full after {_MAX_GROWTHS} growths")
 
     def _write(self, env, dbs, merged: dict) -> int:
         now = time.time()
         changed = 0
         rdb = dbs["records"]
-        dumps, loads = jsonfmt.dumps, jsonfmt.loads
+        dumps, loads = _dump, jsonfmt.loads
         idx = [(f, dbs[f], UNINDEXED_VALUES.get(f)) for f in INDEXED_FIELDS]
-        with env.begin(write=True) as txn:
+        with env.txn(write=True) as txn:
             get, put, delete = txn.get, txn.put, txn.delete
             for key, rec in merged.items():
                 if "registered_at" not in rec:
@@ -153,7 +296,7 @@ class LMDBStore(Store):
                         v = rec.get(field)
                         if v is None or (skip is not None and v in skip) or type(v) in (dict, list):
                             continue
-                        put(str(v).encode()[:400], key, db=db, dupdata=True)
+                        put(_enc(str(v))[:400], key, db=db, dupdata=True)
                     changed += 1
                     continue
                 old = loads(get(key, db=rdb))
@@ -216,7 +359,7 @@ class LMDBStore(Store):
         seen = set()
         for value in values:
             if field == "task_id":
-                keys = [f"task:{value}".encode()]
+                keys = _task_keys(txn, rdb, value)
             else:
                 iv = _index_value(value, field)
                 if iv is None:
@@ -234,7 +377,7 @@ class LMDBStore(Store):
     def query(self, filter: dict | None = None, projection=None, sort=None, limit: int | None = None) -> list[dict]:
         validate_filter(filter)
         env, dbs = self._handles()
-        with env.begin(buffers=True) as txn:
+        with env.txn(buffers=True) as txn:
             return run_query(self._iter_docs(txn, dbs, filter), filter, projection, sort, limit)
 
     def count(self, filter: dict | None = None) -> int:
@@ -243,38 +386,38 @@ class LMDBStore(Store):
 
         env, dbs = self._handles()
         if not filter:
-            with env.begin() as txn:
+            with env.txn() as txn:
                 return txn.stat(dbs["records"])["entries"]
-        with env.begin(buffers=True) as txn:
+        with env.txn(buffers=True) as txn:
             return sum(1 for d in self._iter_docs(txn, dbs, filter) if matches(d, filter))
 
     def iter_all(self, batch_size: int = 1000, after: str | None = None, keys_only: bool = False):
         """Every record in key order, as lists of up to ``batch_size`` ``(key, record)`` pairs (``record`` is
         None with ``keys_only``), starting after key ``after``. Each list is read in its own transaction."""
         env, dbs = self._handles()
-        last = after.encode() if after is not None else None
+        last = _enc(after) if after is not None else None
         while True:
             out: list = []
-            with env.begin() as txn:
+            with env.txn() as txn:
                 cur = txn.cursor(db=dbs["records"])
                 ok = cur.set_range(last) if last is not None else cur.first()
                 while ok and len(out) < batch_size:
                     key = cur.key()
                     if key != last:  # set_range lands on ``after`` itself when it exists
-                        out.append((key.decode(), None if keys_only else jsonfmt.loads(cur.value())))
+                        out.append((key.decode("utf-8", "surrogatepass"), None if keys_only else jsonfmt.loads(cur.value())))
                     ok = cur.next()
             if not out:
                 return
             yield out
-            last = out[-1][0].encode()
+            last = _enc(out[-1][0])
 
     def distinct(self, field: str, filter: dict | None = None) -> list:
         """Distinct values of ``field`` among matching records (index-only for indexed fields)."""
         env, dbs = self._handles()
         if not filter and field in INDEXED_FIELDS and field not in UNINDEXED_VALUES:
-            with env.begin() as txn:
+            with env.txn() as txn:
                 cur = txn.cursor(db=dbs[field])
-                return [k.decode() for k in cur.iternext_nodup(keys=True, values=False)]
+                return [k.decode("utf-8", "replace") for k in cur.iternext_nodup(keys=True, values=False)]
         out = []
         for doc in self.query(filter, projection=[field]):
             v = get_path(doc, field)

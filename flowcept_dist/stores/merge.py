@@ -20,6 +20,8 @@ side and worker side). Events are merged by key, field by field:
 - object records with a ``version`` are versioned, not merged: the higher version
   replaces the lower entirely (an older version's metadata never leaks into a
   newer one); events of the same version merge as above.
+- a FINISHED event of a later attempt clears the error fields (``exception``, ``stderr``) an
+  earlier failed attempt left (each attempt's error stays in ``attempts``, where engines keep it).
 
 The result does not depend on arrival order, and re-applying an event changes
 nothing (duplicates are no-ops).
@@ -27,7 +29,11 @@ nothing (duplicates are no-ops).
 
 from __future__ import annotations
 
-from flowcept_dist.core.records import UNION_LIST_FIELDS, event_rank
+from flowcept_dist.core.records import UNION_LIST_FIELDS, Status, event_rank
+
+#: fields describing a failure: a later attempt that finished does not inherit them
+_ERROR_FIELDS = ("exception", "stderr")
+_FINISHED = Status.FINISHED.value
 
 _TASK = "task"
 _OBJECT = "object"
@@ -101,6 +107,10 @@ def merge_records(existing: dict | None, incoming: dict) -> dict:
     else:
         low, high = incoming, existing
     merged = _overlay(low, high)
+    if high.get("status") == _FINISHED and r_new[0] != r_old[0]:
+        for field in _ERROR_FIELDS:  # the attempt that failed is not the one that counts
+            if field not in high:
+                merged.pop(field, None)
     for field in UNION_LIST_FIELDS:
         a, b = existing.get(field), incoming.get(field)
         if isinstance(a, list) and isinstance(b, list):

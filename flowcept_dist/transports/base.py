@@ -24,8 +24,12 @@ class ExportResult:
     status: ExportStatus
     exported: int = 0
     error: str | None = None
-    #: records the emitter gave up on, by reason (counted as drops by the processor)
+    #: records the emitter gave up on for a reason retrying cannot fix, by reason (counted as drops)
     dropped: dict = field(default_factory=dict)
+    #: poison records set aside alone, as (record, reason); the rest of the batch was delivered
+    dead: list = field(default_factory=list)
+    #: on FAILURE, the records worth retrying (None: the whole batch); the processor spools them
+    retry: list | None = None
 
     @property
     def ok(self) -> bool:

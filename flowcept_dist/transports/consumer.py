@@ -5,6 +5,15 @@ stop, backoff, counters, dead letters); subclasses (Redis Streams here, Kafka
 in :mod:`flowcept_dist.transports.kafka.consumer`) implement reading and acknowledging.
 Consumers are found by transport name through
 :data:`flowcept_dist.transports.registry.CONSUMERS`.
+
+Nothing blocks the loop for good: a record the store refuses for a reason that will not go away
+is found by splitting the batch (:mod:`flowcept_dist.transports.isolate`) and dead-lettered
+alone with its reason, while the rest is stored and acknowledged; a store that is down is
+retried with backoff (nothing acknowledged meanwhile), with the counters in ``status`` kept
+current. A transport error is offered to :meth:`Consumer.heal` (recreate a deleted group or
+stream, reconnect), said once, and the loop goes on. Records carry their producer's id and
+sequence number (``_p``, ``_s``); the consumer notes them (:class:`~flowcept_dist.transports.gaps.SeqTracker`)
+and strips them before storing, so ``status`` can show records that vanished in between.
 """
 
 from __future__ import annotations
@@ -15,10 +24,12 @@ import threading
 import time
 
 from flowcept_dist.core import jsonfmt
-from flowcept_dist.core.logging import LogOnce
+from flowcept_dist.core.logging import LogOnce, _text
 from flowcept_dist.core.retry import Backoff
 from flowcept_dist.core.stats import PipelineStats
-from flowcept_dist.stores.base import split_valid
+from flowcept_dist.core.validate import problem, repair
+from flowcept_dist.transports.gaps import SeqTracker
+from flowcept_dist.transports.isolate import write_isolating
 
 log = logging.getLogger(__name__)
 
@@ -35,27 +46,60 @@ class ConsumerStats(PipelineStats):
         self.store_failures = 0
         self.reclaimed = 0
         self.trimmed = 0
+        self.poll_failures = 0
+        self.healed = 0  # times the consumer recreated a group/stream or reconnected by itself
+        self.repaired = 0
+        self.seqs = SeqTracker()
 
     def snapshot(self) -> dict:
         snap = super().snapshot()
         snap.update(records_in=self.records_in, entries_acked=self.entries_acked, dead_lettered=self.dead_lettered,
-                    store_failures=self.store_failures, reclaimed=self.reclaimed, trimmed=self.trimmed)
+                    store_failures=self.store_failures, reclaimed=self.reclaimed, trimmed=self.trimmed,
+                    poll_failures=self.poll_failures, healed=self.healed, repaired=self.repaired,
+                    seq_seen=self.seqs.snapshot(), seq_gaps=self.seqs.missing_total())
         return snap
 
 
 def decode_entry(data) -> tuple[list[dict], list[tuple[object, str]]]:
-    """Decode one transport message into (records, malformed). Raises ValueError if the whole entry is bad."""
+    """Decode one transport message into (records, malformed). Raises ValueError if the whole entry is bad.
+
+    JSON with lone surrogates (which orjson refuses) is read with the standard library and its
+    strings repaired, so one odd character does not cost the whole entry.
+    """
     if data is None:
         raise ValueError("entry has no data field")
     try:
         payload = jsonfmt.loads(data)
     except Exception as exc:
-        raise ValueError(f"entry is not JSON: {exc}") from None
+        try:
+            import json
+
+            payload = repair(json.loads(data))
+        except Exception:
+            raise ValueError(f"entry is not JSON: {exc}") from None
     if isinstance(payload, dict):
         payload = [payload]
     if not isinstance(payload, list):
         raise ValueError(f"entry holds a {type(payload).__name__}, expected a list of records")
-    return split_valid(payload)
+    good, bad = [], []
+    for rec in payload:
+        reason = problem(rec)
+        if reason is None:
+            good.append(rec)
+        else:
+            bad.append((rec, reason))
+    return good, bad
+
+
+def dead_body(rec) -> bytes:
+    """A dead-lettered record as bytes (repaired if no encoder takes it as it is)."""
+    try:
+        return jsonfmt.dumps(rec)
+    except Exception:
+        try:
+            return jsonfmt.dumps(repair(rec))
+        except Exception:
+            return repr(rec)[:100000].encode("utf-8", "replace")
 
 
 class Consumer(abc.ABC):
@@ -123,8 +167,16 @@ class Consumer(abc.ABC):
         self._log_once.once(key, msg, *args, level=level)
 
     def process(self, messages: list) -> int:
-        """Persist a list of (msg_id, data); ack after the store commits. Returns records written."""
-        records, ids, dead = [], [], []
+        """Persist a list of (msg_id, data); ack after the store commits. Returns records written.
+
+        A record the store refuses for good is dead-lettered alone (with the id of the entry it
+        came in); everything else is stored. A store that is down is retried with backoff and
+        nothing is acknowledged meanwhile.
+        """
+        records: list[dict] = []
+        ids: list = []
+        dead: list = []
+        origin: list = []
         for msg_id, data in messages:
             try:
                 good, bad = decode_entry(data)
@@ -132,39 +184,60 @@ class Consumer(abc.ABC):
                 dead.append((msg_id, data, str(exc)))
                 continue
             for rec, reason in bad:
-                dead.append((msg_id, jsonfmt.dumps(rec), reason))
-            records.extend(good)
+                dead.append((msg_id, dead_body(rec), reason))
+            if good:
+                origin.append((msg_id, len(records), len(records) + len(good)))
+                records.extend(good)
             ids.append(msg_id)
+        self.stats.seqs.note(records)  # strips the producer id and sequence number
         attempt = 0
-        while records:
-            try:
-                self.store.write_batch(records)
+        todo = records
+        refused = 0
+        while todo:
+            out = write_isolating(self.store.write_batch, todo)
+            refused += len(out.dead)
+            for rec, reason in out.dead:
+                dead.append((_origin_of(rec, records, origin), dead_body(rec), reason))
+            if out.ok:
                 break
-            except Exception as exc:
-                self.stats.store_failures += 1
-                self.stats.last_error = f"store write failed: {exc}"
-                self.log_once("store", "flowcept_dist consumer: store write failed (%s); retrying, nothing is acknowledged", exc)
-                if self._stop.is_set() and not self._drain:
-                    return 0  # leave the entries pending: a later consumer re-claims them
-                stopped = not _STORE_RETRY.wait(attempt, self._stop)
-                attempt += 1
-                if stopped and attempt > 3:
-                    return 0
+            todo = out.pending
+            self.stats.store_failures += 1
+            err = out.error or RuntimeError("store write failed")
+            self.stats.last_error = f"store write failed: {type(err).__name__}: {_text(err)}"
+            self.log_once("store", "flowcept_dist consumer: %s; retrying, nothing is acknowledged meanwhile",
+                          self.stats.last_error)
+            self.stats.write(self.settings.transport.stats_dir)  # keep status current while retrying
+            if self._stop.is_set() and not self._drain:
+                return 0  # leave the entries pending: a later consumer re-claims them
+            stopped = not _STORE_RETRY.wait(attempt, self._stop)
+            attempt += 1
+            if stopped and attempt > 3:
+                return 0
+        stored = len(records) - refused
         if dead:
             self.stats.dead_lettered += len(dead)
-            self.log_once("dead", "flowcept_dist consumer: %d malformed entr(y/ies) sent to the dead-letter destination (%s)",
-                          len(dead), dead[0][2])
-        self.ack(ids + [d[0] for d in dead if d[0] not in ids], dead)
-        self.stats.records_in += len(records)
-        self.stats.exported += len(records)
+            self.log_once("dead", "flowcept_dist consumer: %d record(s)/entr(y/ies) sent to the dead-letter destination "
+                          "(%s); the rest is stored", len(dead), dead[0][2])
+        self.ack(ids + [d[0] for d in dead if d[0] is not None and d[0] not in ids], dead)
+        self.stats.records_in += stored
+        self.stats.exported += stored
         self.stats.entries_acked += len(messages)
-        return len(records)
+        return stored
 
-    def run(self) -> None:
+    def heal(self, exc: BaseException) -> bool:
+        """Repair what ``exc`` says is broken (a deleted group or stream, a lost connection). True when the
+        consumer can go on at once; False to wait (backoff) and poll again. Subclasses override."""
+        return False
+
+    def run(self, retry_setup: bool = False) -> None:
+        """Consume until :meth:`stop`. ``retry_setup``: if the transport cannot be reached at start, keep
+        trying (a consumer thread); else raise at once (``flowcept-dist consume`` tells the user)."""
         stats_dir = self.settings.transport.stats_dir
         last_stats = 0.0
-        self.setup()
+        if not self._setup(retry_setup):
+            return
         backoff = 0
+        heal_streak = 0
         try:
             while not self._stop.is_set():
                 try:
@@ -176,10 +249,24 @@ class Consumer(abc.ABC):
                     self.busy = False
                     self.housekeeping()
                     backoff = 0
+                    heal_streak = 0
                 except Exception as exc:
                     self.busy = False
-                    self.stats.last_error = str(exc)
-                    self.log_once("poll", "flowcept_dist consumer: %s; retrying", exc)
+                    self.stats.poll_failures += 1
+                    self.stats.last_error = f"{type(exc).__name__}: {_text(exc)}"
+                    try:
+                        healed = self.heal(exc)
+                    except Exception as heal_exc:
+                        healed = False
+                        self.stats.last_error = f"{self.stats.last_error} (repair failed: {_text(heal_exc)})"
+                    if healed:
+                        self.stats.healed += 1
+                        heal_streak += 1
+                        if heal_streak <= 3:  # a repair that does not hold falls back to the backoff
+                            backoff = 0
+                            continue
+                    self.log_once(f"poll:{type(exc).__name__}", "flowcept_dist consumer: %s; retrying with backoff "
+                                  "(logged once per kind of error)", self.stats.last_error)
                     _POLL_RETRY.wait(backoff, self._stop)
                     backoff += 1
                 now = time.monotonic()
@@ -205,8 +292,28 @@ class Consumer(abc.ABC):
                 return
             self.process(msgs)
 
+    def _setup(self, retry: bool) -> bool:
+        attempt = 0
+        while True:
+            try:
+                self.setup()
+                return True
+            except Exception as exc:
+                if not retry:
+                    raise
+                self.stats.poll_failures += 1
+                self.stats.last_error = f"{type(exc).__name__}: {_text(exc)}"
+                self.log_once("setup", "flowcept_dist consumer: cannot start (%s); retrying with backoff",
+                              self.stats.last_error)
+                self.stats.write(self.settings.transport.stats_dir)
+                if not _POLL_RETRY.wait(attempt, self._stop):
+                    self.teardown()
+                    return False
+                attempt += 1
+
     def start(self) -> "Consumer":
-        self._thread = threading.Thread(target=self.run, name=f"flowcept-{self.transport}-consumer", daemon=True)
+        self._thread = threading.Thread(target=self.run, kwargs={"retry_setup": True},
+                                        name=f"flowcept-{self.transport}-consumer", daemon=True)
         self._thread.start()
         return self
 
@@ -237,6 +344,16 @@ class Consumer(abc.ABC):
                 return True
             time.sleep(0.02)
         return False
+
+
+def _origin_of(rec, records: list, origin: list):
+    """The id of the transport message ``rec`` came in (for its dead letter)."""
+    for i, r in enumerate(records):
+        if r is rec:
+            for msg_id, lo, hi in origin:
+                if lo <= i < hi:
+                    return msg_id
+    return None
 
 
 def tune_gc_for_consumer_process() -> None:

@@ -355,7 +355,7 @@ def test_kafka_messages_respect_the_size_limit_and_count_a_record_too_large(kafk
 
 
 @pytest.mark.parametrize("partition_key", ["workflow_id", "none"])
-def test_kafka_unreachable_broker_drops_after_bounded_retries(settings_factory, partition_key):
+def test_kafka_unreachable_broker_gives_records_back_after_bounded_retries(settings_factory, partition_key):
     import time
 
     settings = settings_factory(transport__type="kafka", kafka__bootstrap_servers=f"127.0.0.1:{free_port()}",
@@ -366,7 +366,9 @@ def test_kafka_unreachable_broker_drops_after_bounded_retries(settings_factory, 
         t0 = time.monotonic()
         res = em.export([{"type": "task", "task_id": f"u{i}", "status": "FINISHED"} for i in range(10)])
         assert time.monotonic() - t0 < 15
-        assert not res.ok and res.exported == 0 and res.dropped == {"delivery_failed": 10}
+        # nothing is given up on: the records come back for the processor to spool and replay
+        assert not res.ok and res.exported == 0 and res.dropped == {}
+        assert sorted(r["task_id"] for r in res.retry) == sorted(f"u{i}" for i in range(10))
         assert settings.kafka.bootstrap_servers in res.error
     finally:
         em.shutdown(1)
@@ -387,7 +389,7 @@ def test_kafka_shutdown_interrupts_an_export_in_progress(settings_factory):
     em.shutdown(0)
     t.join(10)
     assert not t.is_alive() and time.monotonic() - t0 < 10
-    assert out[0].dropped == {"shutdown": 1}
+    assert not out[0].ok and [r["task_id"] for r in out[0].retry] == ["x"]  # given back, not lost
 
 
 def test_kafka_secrets_never_reach_logs_errors_or_descriptions(settings_factory, caplog):

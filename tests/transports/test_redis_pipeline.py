@@ -153,7 +153,7 @@ def test_acknowledged_entries_trimmed_unacknowledged_never(redis_settings, redis
     c.stop()
 
 
-def test_redis_unreachable_workflow_completes_error_once_drops_counted(settings_factory, caplog):
+def test_redis_unreachable_workflow_completes_error_once_records_spooled(settings_factory, caplog):
     settings = settings_factory(transport__type="redis_streams", redis__port=free_port(),
                                 transport__max_retries=1, transport__retry_backoff_s=0.01,
                                 transport__batch_size=10, transport__flush_interval_s=0.01)
@@ -165,13 +165,16 @@ def test_redis_unreachable_workflow_completes_error_once_drops_counted(settings_
     with caplog.at_level(logging.WARNING, logger="flowcept_dist"):
         with Flowcept(workflow_name="offline", settings=settings, flush_timeout_s=10) as fc:
             results = [work(i) for i in range(50)]
+        runtime.shutdown_pipeline(5)
     assert results == [i * 2 for i in range(50)]
     stats = fc.stats
-    assert stats.exported == 0
-    # 50 tasks + workflow start and end (+ telemetry samples): every one counted as dropped
-    assert stats.dropped_total == stats.dropped["export_failed"] == stats.emitted >= 52
-    msgs = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert stats.exported == 0 and stats.dropped_total == 0
+    # 50 tasks + workflow start and end (+ telemetry samples): every one kept in the spool
+    assert stats.spooled == stats.emitted >= 52
+    msgs = [r.getMessage() for r in caplog.records if "did not accept" in r.getMessage()]
     assert len(msgs) == 1 and "unreachable" in msgs[0] and str(settings.redis.port) in msgs[0]
+    left = [r.getMessage() for r in caplog.records if "could not be delivered" in r.getMessage()]
+    assert len(left) == 1 and f"{stats.spooled} record(s)" in left[0] and "flowcept-dist replay" in left[0]
 
 
 def test_flowcept_with_in_process_consumer_queries_at_exit(redis_settings):

@@ -30,11 +30,15 @@ def settings_overrides(settings) -> dict | None:
 
 def link_fields(rec: dict, annotations) -> None:
     """Copy the workflow/campaign annotations of a task into ``rec`` (absent values are left out,
-    so one event never blanks a field another event set)."""
+    so one event never blanks a field another event set).
+
+    The workflow is also the record's ``execution_id``: the same key computed again in a later
+    workflow is a record of its own, linked to that workflow, instead of merging into the first."""
     if annotations:
         wf = annotations.get(WORKFLOW_ANNOTATION)
         if wf is not None:
             rec["workflow_id"] = wf
+            rec["execution_id"] = str(wf)
         camp = annotations.get(CAMPAIGN_ANNOTATION)
         if camp is not None:
             rec["campaign_id"] = camp
@@ -66,3 +70,25 @@ def error_fields(rec: dict, exception_text, traceback_text) -> None:
     rec["traceback"] = format_error(exception_text, traceback_text)
     if exception_text:
         rec["exception"] = exception_text
+
+
+def run_attempt(ts) -> int | None:
+    """Dask's run id of the task's current execution (scheduler or worker ``TaskState.run_id``), or None.
+
+    Dask draws it from one counter for every compute request, so a retry, a ``client.retry`` or a
+    recomputation after a worker died always has a larger one: records carry it as ``attempt``, and
+    the store's merge lets the later attempt win (each attempt's outcome is kept in ``attempts``)."""
+    rid = getattr(ts, "run_id", None)
+    return rid if type(rid) is int and rid >= 0 else None
+
+
+def attempt_fields(rec: dict, ts, status: str, **detail) -> None:
+    """Stamp ``attempt`` and this attempt's entry in ``attempts`` (a dict keyed by the attempt, so the
+    entries of several attempts merge side by side)."""
+    rid = run_attempt(ts)
+    if rid is None:
+        return
+    rec["attempt"] = rid
+    entry = {"status": status}
+    entry.update({k: v for k, v in detail.items() if v is not None})
+    rec["attempts"] = {str(rid): entry}

@@ -14,7 +14,9 @@ What it records (task records, ``adapter_id="dask"``, ``task_id`` = stringified 
 - a task forgotten before it finished (its futures released, a cancelled computation):
   ERROR with ``exception="CancelledError"``.
 
-So a task whose worker died still ends with a terminal record from here. Workers joining and
+So a task whose worker died still ends with a terminal record from here (a KilledWorker error
+names the worker that died last). Records carry ``attempt`` (Dask's run id), ``attempts`` and, in a
+``Flowcept`` workflow, ``execution_id`` (see :mod:`.worker`). Workers joining and
 leaving are records of type ``telemetry`` with ``subtype="worker_event"`` (``event``:
 ``worker_present`` at plugin start, ``worker_added``, ``worker_removed``; ``address``,
 ``timestamp``, ``worker`` details). They carry no task status, so task counts are unaffected.
@@ -35,9 +37,11 @@ from distributed import SchedulerPlugin
 from flowcept_dist.core.records import AdapterId, RecordType, Status, new_id
 from flowcept_dist.integrations.dask.common import (
     SCHEDULER_PLUGIN_NAME,
+    attempt_fields,
     compute_times,
     error_fields,
     link_fields,
+    run_attempt,
     task_id,
 )
 from flowcept_dist.integrations.dask.plugin import CapturePlugin
@@ -72,7 +76,8 @@ class FlowceptSchedulerPlugin(CapturePlugin, SchedulerPlugin):
     def _init_runtime(self) -> None:
         super()._init_runtime()
         self.scheduler: Any = None
-        self._inflight: set = set()  # keys submitted and not yet memory/erred/forgotten
+        self._inflight: dict = {}  # key -> annotations, submitted and not yet memory/erred/forgotten
+        self._last_run: dict = {}  # key -> run id of an execution taken off its worker (released while processing)
         self._workers: dict[str, dict] = {}
         self._spec: Any = None
         self._idle_check_pending = False
@@ -131,9 +136,10 @@ class FlowceptSchedulerPlugin(CapturePlugin, SchedulerPlugin):
                     rec = {"type": _TASK, "task_id": tid, "adapter_id": _DASK, "status": _SUBMITTED,
                            "submitted_at": now, "activity_id": activity(key, ts.run_spec)}
                     link_fields(rec, ts.annotations)
-                    inflight.add(key)
+                    inflight[key] = ts.annotations
                 else:  # already known: only its edges can be new
                     rec = {"type": _TASK, "task_id": tid}
+                    link_fields(rec, ts.annotations)
                 if ts.dependencies:
                     rec["dependencies"] = [task_id(d.key) for d in ts.dependencies]
                 if ts.dependents:
@@ -144,15 +150,22 @@ class FlowceptSchedulerPlugin(CapturePlugin, SchedulerPlugin):
 
     def transition(self, key, start, finish, *args, **kwargs) -> None:
         if finish not in _WATCHED:
+            if start == "processing" and finish == "released" and self.pipeline is not None:
+                ts = self.scheduler.tasks.get(key) if self.scheduler is not None else None
+                rid = run_attempt(ts)
+                if rid is not None:  # cancelled or its worker died: remember which run it was
+                    self._last_run[key] = rid
             return
         p = self.pipeline
         if p is None:
             return
         try:
+            ts = self.scheduler.tasks.get(key) if self.scheduler is not None else None
             if finish == "memory":
                 if start != "processing":
                     return  # scattered data, not a task
-                self._inflight.discard(key)
+                self._inflight.pop(key, None)
+                self._last_run.pop(key, None)
                 begun, ended = compute_times(kwargs.get("startstops"))
                 rec = {"type": _TASK, "task_id": task_id(key), "status": _FINISHED, "adapter_id": _DASK,
                        "ended_at": ended or time.time()}
@@ -161,16 +174,27 @@ class FlowceptSchedulerPlugin(CapturePlugin, SchedulerPlugin):
                 worker = kwargs.get("worker")
                 if worker:
                     rec["address"] = worker
+                if ts is not None:
+                    link_fields(rec, ts.annotations)
+                    attempt_fields(rec, ts, _FINISHED, started_at=begun, ended_at=rec["ended_at"], address=worker)
                 p.emit(rec)
             elif finish == "erred":
-                self._inflight.discard(key)
+                self._inflight.pop(key, None)
+                self._last_run.pop(key, None)
                 p.emit(self._error_record(key, start, kwargs))
             elif key in self._inflight:  # forgotten before it finished
-                self._inflight.discard(key)
-                p.emit({"type": _TASK, "task_id": task_id(key), "status": _ERROR, "adapter_id": _DASK,
-                        "ended_at": time.time(), "exception": "CancelledError",
-                        "stderr": f"cancelled: released by its clients before it finished (Dask state {start!r})"})
+                annotations = self._inflight.pop(key)
+                rid = self._last_run.pop(key, None)
+                text = f"cancelled: released by its clients before it finished (Dask state {start!r})"
+                rec = {"type": _TASK, "task_id": task_id(key), "status": _ERROR, "adapter_id": _DASK,
+                       "ended_at": time.time(), "exception": "CancelledError", "stderr": text}
+                link_fields(rec, annotations)
+                if rid is not None:  # it was running: this ends that run
+                    rec["attempt"] = rid
+                    rec["attempts"] = {str(rid): {"status": _ERROR, "exception": "CancelledError"}}
+                p.emit(rec)
             else:
+                self._last_run.pop(key, None)
                 return
             self._ended += 1
             if not self._inflight and not self._idle_check_pending:
@@ -208,11 +232,23 @@ class FlowceptSchedulerPlugin(CapturePlugin, SchedulerPlugin):
         if kwargs.get("worker"):
             rec["address"] = kwargs["worker"]
         blame = getattr(ts, "exception_blame", None) if ts is not None else None
+        if ts is not None:
+            link_fields(rec, ts.annotations)
         if start != "processing" and blame is not None and blame.key != key:
             rec["stderr"] = {"exception": f"not run: its dependency {task_id(blame.key)} failed", "traceback": None}
             rec["exception"] = f"dependency failed: {exc_text}" if exc_text else "dependency failed"
-        else:
-            error_fields(rec, exc_text, tb_text)
+            return rec
+        if not exc_text and kwargs.get("worker") and getattr(ts, "suspicious", 0):
+            # the workers running it died (KilledWorker): say which one, and how many
+            n = int(getattr(ts, "suspicious", 0))
+            exc_text = (f"KilledWorker: {n} worker(s) died while running this task; the last one was "
+                        f"{kwargs['worker']} (its logs tell why; allowed_failures="
+                        f"{getattr(self.scheduler, 'allowed_failures', '?')})")
+            rec["killed_worker"] = kwargs["worker"]
+        error_fields(rec, exc_text, tb_text)
+        if ts is not None:
+            attempt_fields(rec, ts, _ERROR, started_at=begun, ended_at=rec["ended_at"], address=kwargs.get("worker"),
+                           exception=exc_text)
         return rec
 
     def add_worker(self, scheduler=None, worker=None, **kwargs) -> None:

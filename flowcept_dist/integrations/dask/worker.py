@@ -17,6 +17,12 @@ What it records (task records, ``adapter_id="dask"``, ``task_id`` = stringified 
   ``telemetry_at_end``;
 - executing -> error: ERROR with ``exception`` and ``stderr`` (traceback).
 
+Every record carries ``attempt`` (Dask's run id of this execution: a retry, ``client.retry`` or a
+recomputation after a worker died gets a larger one, so the store keeps the status of the final
+attempt) and ``attempts`` (per attempt: status, times, worker, error), and, for a task of a
+``Flowcept`` workflow, ``execution_id`` = the workflow id: the same key computed in another workflow
+is another record.
+
 Records are exported by the pipeline's thread every ``transport.flush_interval_s`` or when a batch
 is full, and also as soon as the worker has been idle for ``IDLE_FLUSH_DELAY_S``.
 
@@ -44,6 +50,7 @@ from flowcept_dist.core.records import AdapterId, RecordType, Status
 from flowcept_dist.integrations.dask.common import (
     UNNAMED_OUTPUT,
     WORKER_PLUGIN_NAME,
+    attempt_fields,
     compute_times,
     error_fields,
     link_fields,
@@ -193,9 +200,11 @@ class FlowceptWorkerPlugin(CapturePlugin, WorkerPlugin):
         if ts is None:
             return
         spec = ts.run_spec
+        now = time.time()
         rec = {"type": _TASK, "task_id": task_id(key), "adapter_id": _DASK, "status": _RUNNING,
-               "started_at": time.time(), "activity_id": self._spec.activity(key, spec), "address": self._address}
+               "started_at": now, "activity_id": self._spec.activity(key, spec), "address": self._address}
         link_fields(rec, ts.annotations)
+        attempt_fields(rec, ts, _RUNNING, started_at=now, address=self._address)
         if self._capture_inputs:
             # binding runs on the pipeline's thread (BatchProcessor's "_complete" hook), not here
             rec["_complete"] = (_bind_inputs, self._spec, spec)
@@ -241,6 +250,7 @@ class FlowceptWorkerPlugin(CapturePlugin, WorkerPlugin):
         if begun is not None:
             rec["started_at"] = begun
         link_fields(rec, ts.annotations)
+        attempt_fields(rec, ts, status, started_at=begun, ended_at=rec["ended_at"], address=self._address)
         s = p.sampler
         if s is not None:
             rec["telemetry_at_end"] = s.latest
@@ -259,7 +269,11 @@ class FlowceptWorkerPlugin(CapturePlugin, WorkerPlugin):
 
     def _failed(self, p, key, ts) -> None:
         rec = self._end_record(p, key, ts, _ERROR)
-        error_fields(rec, ts.exception_text, ts.traceback_text)
+        exc_text = ts.exception_text
+        error_fields(rec, exc_text, ts.traceback_text)
+        if exc_text:
+            for entry in rec.get("attempts", {}).values():
+                entry["exception"] = exc_text  # each attempt's error is kept, whatever the later ones do
         p.emit(self._with_start(key, rec))
 
     def _result(self, key):

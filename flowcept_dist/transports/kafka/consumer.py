@@ -139,6 +139,14 @@ class KafkaStreamConsumer(Consumer):
             self._settled_at = None
         self.setup()
 
+    def heal(self, exc: BaseException) -> bool:
+        """A fatal consumer error (or a broker that came back after an outage): leave the group and join
+        again from the committed offsets. Returns False (backoff) when the broker is still unreachable."""
+        self.log_once("rejoin", "flowcept_dist kafka consumer %s: %s; rejoining the group from the committed offsets",
+                      self.name, exc)
+        self._rebuild()
+        return True
+
     # -- reading ----------------------------------------------------------------------
     def poll(self, block: bool) -> list:
         from confluent_kafka import KafkaError

@@ -13,8 +13,12 @@ Contract (same as the Redis Streams emitter):
   after every message of the batch has a delivery report: ``exported`` counts
   the records of delivered messages. Messages that failed with a retriable
   error are produced again, at most ``transport.max_retries`` times with
-  backoff; what still fails is returned in ``dropped`` (``delivery_failed``,
-  ``message_too_large``, ``shutdown``) and counted by the BatchProcessor.
+  backoff; the records of those that still fail are returned in ``retry`` (the
+  processor spools them and replays them later), and only what retrying cannot
+  fix (``message_too_large``) is in ``dropped``;
+- a record whose values no encoder takes (an int of 2**64, a lone surrogate) is
+  repaired alone; records carry the producer id and sequence number (``_p``/``_s``)
+  the consumer checks for gaps.
   A re-sent message may duplicate one the broker did store: the stores' merge
   makes duplicates no-ops.
 
@@ -34,6 +38,7 @@ import zlib
 
 from flowcept_dist.core import jsonfmt
 from flowcept_dist.core.records import KEY_FIELD
+from flowcept_dist.core.validate import encodable
 from flowcept_dist.transports.base import Emitter, ExportResult, ExportStatus
 from flowcept_dist.transports.kafka.client import producer_config, topic_partitions, unreachable_message
 
@@ -47,6 +52,12 @@ _abandoned: list = []
 
 class KafkaEmitter(Emitter):
     name = "kafka"
+    #: the processor stamps producer id and sequence numbers: the consumer checks them for gaps
+    sequence = True
+
+    def destination(self) -> str:
+        k = self.settings.kafka
+        return f"kafka {k.bootstrap_servers} topic={k.topic}"
 
     def __init__(self, settings) -> None:
         super().__init__(settings)
@@ -92,7 +103,7 @@ class KafkaEmitter(Emitter):
 
     # -- packing ----------------------------------------------------------------
     def _pack(self, batch: list[dict], nparts: int | None, dropped: dict) -> list[tuple]:
-        """Group records by partition and pack them: [(partition|None, key|None, payload, n_records)]."""
+        """Group records by partition and pack them: [(partition|None, key|None, payload, n_records, records)]."""
         k = self.settings.kafka
         groups: dict = {}
         if nparts is None:
@@ -123,7 +134,15 @@ class KafkaEmitter(Emitter):
         return out
 
     def _encode(self, recs: list[dict], part, max_bytes: int, out: list, dropped: dict) -> None:
-        payload = jsonfmt.dumps(recs)
+        try:
+            payload = jsonfmt.dumps(recs)
+        except Exception:  # a value no encoder takes: repair those records only
+            recs, _repaired, bad = encodable(recs)
+            if bad:
+                dropped["encode_error"] = dropped.get("encode_error", 0) + len(bad)
+            if not recs:
+                return
+            payload = jsonfmt.dumps(recs)
         if len(payload) <= max_bytes:
             field = self.settings.kafka.partition_key
             key = None
@@ -131,7 +150,7 @@ class KafkaEmitter(Emitter):
                 first = recs[0].get(field)
                 if first is not None and all(r.get(field) == first for r in recs):
                     key = str(first).encode()
-            out.append((part, key, payload, len(recs)))
+            out.append((part, key, payload, len(recs), recs))
         elif len(recs) == 1:
             dropped["message_too_large"] = dropped.get("message_too_large", 0) + 1
         else:
@@ -170,11 +189,7 @@ class KafkaEmitter(Emitter):
             try:
                 if pending is None:
                     nparts = self._partition_count()
-                    try:
-                        pending = self._pack(batch, nparts, dropped)
-                    except Exception as exc:
-                        return ExportResult(ExportStatus.FAILURE, error=f"could not encode batch: {exc}",
-                                            dropped={"encode_error": len(batch)})
+                    pending = self._pack(batch, nparts, dropped)
                 failed, too_large, fatal, error = self._send(self._get_producer(), pending)
                 exported += sum(m[3] for m in pending) - sum(m[3] for m in failed) - sum(m[3] for m in too_large)
                 if too_large:
@@ -190,13 +205,14 @@ class KafkaEmitter(Emitter):
             left = len(batch) if pending is None else sum(m[3] for m in pending)
             if attempt >= self.settings.transport.max_retries or self._shutdown.is_set() \
                     or not self.backoff_sleep(attempt):
-                reason = "shutdown" if self._shutdown.is_set() else "delivery_failed"
-                dropped[reason] = dropped.get(reason, 0) + left
-                break
+                # give the undelivered records back: the processor spools them and replays them later
+                retry = list(batch) if pending is None else [r for m in pending for r in m[4]]
+                return ExportResult(ExportStatus.FAILURE, exported=exported, dropped=dropped, retry=retry,
+                                    error=failure or f"{left} record(s) not delivered")
             attempt += 1
         if dropped:
-            return ExportResult(ExportStatus.FAILURE, exported=exported, dropped=dropped,
-                                error=failure or "a record is larger than kafka.message_max_bytes")
+            return ExportResult(ExportStatus.SUCCESS, exported=exported, dropped=dropped,
+                                error="a record is larger than kafka.message_max_bytes")
         return ExportResult(ExportStatus.SUCCESS, exported=exported)
 
     def _send(self, producer, messages: list[tuple]) -> tuple[list, list, bool, str | None]:
@@ -213,7 +229,7 @@ class KafkaEmitter(Emitter):
 
         timeout_s = self.settings.kafka.delivery_timeout_s
         deadline = time.monotonic() + timeout_s + 5.0
-        for i, (part, key, payload, _n) in enumerate(messages):
+        for i, (part, key, payload, _n, _recs) in enumerate(messages):
             kwargs = {"value": payload, "key": key, "on_delivery": report(i)}
             if part is not None:
                 kwargs["partition"] = part

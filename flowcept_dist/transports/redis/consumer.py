@@ -29,6 +29,11 @@ class RedisStreamConsumer(Consumer):
     ``redis.claim_idle_s`` (again every so often while running). Acknowledged
     entries are trimmed with ``XTRIM MINID`` below the oldest entry that any
     group still needs; unacknowledged entries are never trimmed.
+
+    Self-healing: when the group or the stream is gone (``NOGROUP``: Redis restarted without
+    persistence, or someone deleted the stream) the consumer recreates both and goes on,
+    saying so once; a lost connection is re-established at the next poll. The records the
+    broker lost meanwhile show up as sequence gaps in ``flowcept-dist status``.
     """
 
     transport = "redis_streams"
@@ -62,6 +67,35 @@ class RedisStreamConsumer(Consumer):
                 raise
         except redis.ConnectionError as exc:
             raise ConnectionError(unreachable_message(self.settings, exc)) from None
+
+    def heal(self, exc: BaseException) -> bool:
+        text = str(exc)
+        if "NOGROUP" in text or "no such key" in text.lower():
+            import redis
+
+            try:
+                self._r().xgroup_create(self.stream, self.group, id="0", mkstream=True)
+            except redis.ResponseError as again:
+                if "BUSYGROUP" not in str(again):
+                    raise
+            self._own_done = False
+            self.log_once("nogroup", "flowcept_dist consumer %s: consumer group %r of stream %r was missing (Redis "
+                          "restarted without persistence, or the stream was deleted); recreated it and going on. "
+                          "Records the broker lost show as sequence gaps in 'flowcept-dist status'",
+                          self.name, self.group, self.stream)
+            return True
+        if type(exc).__name__ in ("ConnectionError", "TimeoutError", "BusyLoadingError") or isinstance(exc, OSError):
+            self._drop_connection()
+            self.stats.last_error = unreachable_message(self.settings, exc)
+        return False
+
+    def _drop_connection(self) -> None:
+        if self._redis is not None:
+            try:
+                self._redis.close()
+            except Exception:
+                pass
+            self._redis = None
 
     def _read(self, start: str, block: bool):
         c = self.settings.consumer
@@ -148,12 +182,7 @@ class RedisStreamConsumer(Consumer):
             self.stats.trimmed += int(self._r().xtrim(self.stream, minid=minid, approximate=False) or 0)
 
     def teardown(self) -> None:
-        if self._redis is not None:
-            try:
-                self._redis.close()
-            except Exception:
-                pass
-            self._redis = None
+        self._drop_connection()
 
 
 def safe_trim_id(r, stream: str) -> str | None:

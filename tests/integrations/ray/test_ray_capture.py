@@ -58,6 +58,14 @@ def die_once(marker):
     return "survived"
 
 
+@ray.remote(max_retries=2, retry_exceptions=True)
+def fail_once(marker):
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise RuntimeError("first attempt fails")
+    return "second attempt"
+
+
 @ray.remote
 def pid_of(x):
     return os.getpid()
@@ -356,3 +364,20 @@ def test_two_jobs_on_one_cluster_are_kept_apart(db, ray_cluster):
     assert {r["job_id"] for r in theirs} == {other["job"]} and {r["job_id"] for r in ours} == {job}
     assert {r["used"]["y"] for r in theirs} == {1000} and {r["used"]["y"] for r in ours} == {2000}
     assert not {r["task_id"] for r in theirs} & {r["task_id"] for r in ours}
+
+
+def test_task_that_succeeds_on_an_exception_retry_is_recorded_finished(db, tmp_path):
+    """Issue 12: a task that succeeds on retry is FINISHED; the failed attempt's error is not its outcome."""
+    with Flowcept(workflow_name="retry-exception") as fc:
+        ref = fail_once.remote(str(tmp_path / "marker"))
+        assert ray.get(ref, timeout=60) == "second attempt"
+    tid = ref.task_id().hex()
+
+    def final():
+        got = db.query({"type": "task", "task_id": tid, "status": "FINISHED"})
+        return got[0] if got and got[0].get("attempt") == 1 else None
+
+    r = poll_for(final, 30, message="the successful attempt recorded")
+    assert r["generated"] == {"return": "second attempt"} and r["workflow_id"] == fc.workflow_id
+    assert "exception" not in r and "stderr" not in r
+    assert len(db.query({"type": "task", "task_id": tid})) == 1
