@@ -65,7 +65,7 @@ def test_a_task_that_succeeds_on_retry_is_recorded_finished_with_its_failed_atte
         assert fut.result() == 10
         assert fdask.flush(client, 20)
         (rec,) = _final(store, fut.key)
-        assert rec["status"] == "FINISHED" and rec["generated"] == {"return": 10}
+        assert rec["status"] == "FINISHED" and rec["generated"] == {"arg0": 10}
         assert "exception" not in rec  # the error belongs to the first attempt, not to the task's outcome
         attempts = rec["attempts"]
         assert len(attempts) == 2
@@ -92,7 +92,7 @@ def test_client_retry_of_an_erred_task_is_recorded_as_its_later_attempt(cluster_
         assert fut.result() == 20
         assert fdask.flush(client, 20)
         (rec,) = _final(store, fut.key)
-        assert rec["status"] == "FINISHED" and rec["generated"] == {"return": 20} and "exception" not in rec
+        assert rec["status"] == "FINISHED" and rec["generated"] == {"arg0": 20} and "exception" not in rec
         assert [a["status"] for _, a in sorted(rec["attempts"].items(), key=lambda kv: int(kv[0]))] == ["ERROR", "FINISHED"]
     finally:
         store.close()
@@ -117,7 +117,7 @@ def test_the_same_pure_graph_in_a_new_workflow_is_a_new_record_of_that_workflow(
                             and len([x for x in r if x.get("status") == "FINISHED"]) == 5 and r, 30,
                             message=f"the tasks of workflow {wf}")
             assert sorted(r["task_id"] for r in recs) == keys
-            assert all(r["generated"]["return"] == 2 * r["used"]["x"] for r in recs)
+            assert all(r["generated"]["arg0"] == 2 * r["used"]["x"] for r in recs)
         # a key's records: one per workflow; re-delivered events of one run merged into one record
         per_key = store.query({"type": "task", "task_id": runs[0][1][0]})
         assert sorted(r["workflow_id"] for r in per_key) == sorted(wf for wf, _ in runs)

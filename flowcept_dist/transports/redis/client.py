@@ -71,20 +71,27 @@ def _tls_on(settings) -> bool:
     return bool(r.ssl or (r.url and _scheme(r.url) == "rediss"))
 
 
+def error_detail(settings, exc) -> str:
+    """``Type: text`` of a Redis error for a message: without the command a pipeline's error quotes
+    (the records being sent) and without the password; one line, at most 300 characters."""
+    detail = f"{type(exc).__name__}: {_PIPELINE_CMD.sub('', str(exc))}"
+    if settings.redis.password:
+        detail = detail.replace(settings.redis.password, "***")
+    return " ".join(detail.split())[:300]
+
+
 def unreachable_message(settings, exc) -> str:
-    """One line for a failed Redis call: what failed and the settings that fix it (never a password)."""
+    """One line for a failed Redis call: what failed and the settings that fix it (never a password,
+    never the records being sent)."""
     r = settings.redis
     where = redis_where(settings)
-    # a pipeline's error quotes the command, i.e. the records being sent: never repeat them
-    detail = f"{type(exc).__name__}: {_PIPELINE_CMD.sub('', str(exc))}"
-    if r.password:
-        detail = detail.replace(r.password, "***")
-    detail = " ".join(detail.split())[:300]
+    detail = error_detail(settings, exc)
     text = str(exc).lower()
     name = type(exc).__name__
     if name == "AuthenticationError" or "wrongpass" in text or "invalid username-password" in text \
             or "authentication required" in text or "noauth" in text:
-        return (f"Redis at {where} refused the login ({detail}); check redis.username and redis.password "
+        return (f"Redis at {where} refused the login: it refused the credentials ({detail}); check redis.username "
+                f"and redis.password "
                 f"(FLOWCEPT_REDIS_USERNAME / FLOWCEPT_REDIS_PASSWORD, or the user:password in redis.url)")
     if name == "NoPermissionError" or "noperm" in text or "no permissions" in text:
         user = r.username or "default"

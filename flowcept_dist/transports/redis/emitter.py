@@ -21,7 +21,14 @@ import time
 from flowcept_dist.core import jsonfmt
 from flowcept_dist.core.validate import encode_each
 from flowcept_dist.transports.base import Emitter, ExportResult, ExportStatus
-from flowcept_dist.transports.redis.client import ServiceUnavailable, ping, redis_client, redis_where, unreachable_message
+from flowcept_dist.transports.redis.client import (
+    ServiceUnavailable,
+    error_detail,
+    ping,
+    redis_client,
+    redis_where,
+    unreachable_message,
+)
 
 ENTRY_FIELD = b"d"
 
@@ -49,21 +56,25 @@ def encode_entries_repairing(batch: list[dict], per_entry: int) -> tuple[list[by
 
 
 def error_message(settings, exc: BaseException) -> str:
-    """What went wrong talking to Redis, truthfully: refused credentials are not "unreachable"."""
+    """What went wrong talking to Redis, truthfully (refused credentials or an ACL are not "unreachable",
+    a hung server did not answer, a full one is out of memory), never quoting the records or the password."""
     kind = type(exc).__name__
-    text = str(exc)
+    raw = str(exc)
+    low = raw.lower()
     where = redis_where(settings)
-    if kind == "AuthenticationError" or "WRONGPASS" in text or "NOAUTH" in text or "invalid password" in text:
-        return (f"Redis at {where} refused the credentials ({kind}: {text}); set redis.password "
-                f"(FLOWCEPT_REDIS_PASSWORD) to the server's password")
-    if kind in ("TimeoutError",) or "Timeout" in kind or "timed out" in text.lower():
+    detail = error_detail(settings, exc)
+    if kind in ("AuthenticationError", "NoPermissionError") or "wrongpass" in low or "noauth" in low \
+            or "invalid password" in low or "noperm" in low or "no permissions" in low:
+        return unreachable_message(settings, exc)  # login and ACL: which settings or grants to fix
+    if "Timeout" in kind or "timed out" in low:
         return (f"Redis at {where} did not answer within redis.socket_timeout_s={settings.redis.socket_timeout_s} s "
-                f"({kind}: {text}); it is overloaded, stopped or hung")
-    if text.startswith("OOM") or "maxmemory" in text:
-        return f"Redis at {where} is out of memory ({text}); raise maxmemory or run a consumer to drain the stream"
-    if kind in ("ConnectionError", "ConnectionRefusedError", "BusyLoadingError") or "Connection" in kind:
+                f"({detail}); it is overloaded, stopped or hung")
+    if raw.startswith("OOM") or "maxmemory" in low:
+        return f"Redis at {where} is out of memory ({detail}); raise maxmemory or run a consumer to drain the stream"
+    if kind in ("ConnectionError", "ConnectionRefusedError", "BusyLoadingError") or "Connection" in kind \
+            or "ssl" in low or "certificate" in low:
         return unreachable_message(settings, exc)
-    return f"Redis at {where} refused the batch ({kind}: {text})"
+    return f"Redis at {where} refused the batch ({detail})"
 
 
 class RedisStreamsEmitter(Emitter):

@@ -378,6 +378,6 @@ def test_task_that_succeeds_on_an_exception_retry_is_recorded_finished(db, tmp_p
         return got[0] if got and got[0].get("attempt") == 1 else None
 
     r = poll_for(final, 30, message="the successful attempt recorded")
-    assert r["generated"] == {"return": "second attempt"} and r["workflow_id"] == fc.workflow_id
+    assert r["generated"] == {"arg_0": "second attempt"} and r["workflow_id"] == fc.workflow_id
     assert "exception" not in r and "stderr" not in r
     assert len(db.query({"type": "task", "task_id": tid})) == 1
