@@ -174,6 +174,12 @@ class Flowcept:
     def __repr__(self) -> str:
         return f"Flowcept(workflow_name={self.workflow_name!r}, workflow_id={self.workflow_id!r})"
 
+    def report(self, path: str | None = None, **limits):
+        """The HTML report of this workflow (flushed first while active); shown inline in Jupyter, ``.save(path)``."""
+        if self._active:
+            self.flush()
+        return self.db.report(self.workflow_id, path, **limits)
+
 
 def _user() -> str | None:
     try:

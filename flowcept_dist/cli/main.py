@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "flowcept_dist.cli.migrate_cmd",
     "flowcept_dist.cli.models_cmd",
     "flowcept_dist.cli.ray_cmd",
+    "flowcept_dist.cli.export_cmd",
 ]
 
 
