@@ -138,7 +138,13 @@ def build_crate(run: RunData, *, include_prov: bool = True, license: str | None 
     name = str(wf.get("name") or wid)
     crate = ROCrate(version="1.1")  # the RO-Crate version the Workflow Run Crate 0.5 profiles are written for
     crate.metadata.extra_contexts.append(WFRUN_CONTEXT)  # ParameterConnection, connection, source/targetParameter
-    add = crate.add_jsonld
+    from rocrate.model.contextentity import ContextEntity
+
+    def add(entity: dict) -> None:
+        # crate.add_jsonld looks the id up among every entity first (quadratic at 100,000 tasks); ids here are unique
+        props = dict(entity)
+        crate.add(ContextEntity(crate, props.pop("@id"), properties=props))
+
     versions = wf.get("versions") or {}
     lang = crate.add(ComputerLanguage(crate, "#python", properties={
         "name": "Python", "identifier": {"@id": "https://www.python.org/"}, "url": {"@id": "https://www.python.org/"},
