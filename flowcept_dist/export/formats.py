@@ -7,8 +7,8 @@ document and writes it; :data:`FORMATS` maps each name to its writer and default
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from flowcept_dist.export.source import ProgressLike, RunData, as_progress, load_run
 

@@ -24,6 +24,7 @@ import datetime as _dt
 import io
 import json
 import os
+from typing import Any
 from urllib.parse import quote
 
 from flowcept_dist.core.records import Status
@@ -169,7 +170,7 @@ def build_crate(run: RunData, *, include_prov: bool = True, license: str | None 
         wid_ = _h("worker", addr)
         if wid_ not in places:
             places.add(wid_)
-            ent = {"@id": wid_, "@type": "Place", "name": f"worker {addr}" + (f" on {host}" if host else "")}
+            ent: dict[str, Any] = {"@id": wid_, "@type": "Place", "name": f"worker {addr}" + (f" on {host}" if host else "")}
             if hid:
                 ent["containedInPlace"] = _ref(hid)
             add(ent)
@@ -184,14 +185,14 @@ def build_crate(run: RunData, *, include_prov: bool = True, license: str | None 
             producer = run.by_id.get(tid) or {}
             a = _activity(producer)
             tools.see(a)
-            ent = {"@id": rid, "@type": "PropertyValue", "name": f"result of {tid}",
-                   "exampleOfWork": _ref(tools.param_out(a))}
+            pv: dict[str, Any] = {"@id": rid, "@type": "PropertyValue", "name": f"result of {tid}",
+                                  "exampleOfWork": _ref(tools.param_out(a))}
             gen = producer.get("generated")
             if gen is not None:
-                ent["value"] = _value(gen)
+                pv["value"] = _value(gen)
                 inner = gen.get("return") if isinstance(gen, dict) and len(gen) == 1 and "return" in gen else gen
                 tools.output[a] = _kind(inner)
-            add(ent)
+            add(pv)
         return rid
 
     control_ids: list[dict] = []
@@ -222,13 +223,13 @@ def build_crate(run: RunData, *, include_prov: bool = True, license: str | None 
                     key = (_activity(run.by_id[producer]), a, str(param))
                     tools.edges[key] = tools.edges.get(key, 0) + 1
         action_id = _h("task", tid)
-        action = {"@id": action_id, "@type": "CreateAction", "name": f"{a} ({tid})", "instrument": _ref(tools.tool(a)),
+        action: dict[str, Any] = {"@id": action_id, "@type": "CreateAction", "name": f"{a} ({tid})", "instrument": _ref(tools.tool(a)),
                   "identifier": str(tid)}
-        for field, key in (("started_at", "startTime"), ("ended_at", "endTime")):
+        for field, prop in (("started_at", "startTime"), ("ended_at", "endTime")):
             iso = _iso(t.get(field))
             if iso:
-                action[key] = iso
-        status = ACTION_STATUS.get(t.get("status"))
+                action[prop] = iso
+        status = ACTION_STATUS.get(str(t.get("status")))
         if status:
             action["actionStatus"] = status
         action["description"] = _describe(t, a)
@@ -254,7 +255,7 @@ def build_crate(run: RunData, *, include_prov: bool = True, license: str | None 
         p.every(i + 1, n, "RO-Crate: tasks mapped")
 
     # tools, parameters, steps, connections
-    for pos, a in enumerate(tools.order):
+    for a in tools.order:
         ins = []
         for pname, kind in tools.inputs[a].items():
             fid = tools.param_in(a, pname)
@@ -310,13 +311,13 @@ def build_crate(run: RunData, *, include_prov: bool = True, license: str | None 
 
     # the run and the engine
     run_id = _h("run", wid)
-    run_action = {"@id": run_id, "@type": "CreateAction", "name": f"Run of {name}", "instrument": _ref(WORKFLOW_FILE),
+    run_action: dict[str, Any] = {"@id": run_id, "@type": "CreateAction", "name": f"Run of {name}", "instrument": _ref(WORKFLOW_FILE),
                   "identifier": wid, "description": f"Workflow run {wid}: {len(run.tasks)} tasks"}
-    for field, key in (("started_at", "startTime"), ("ended_at", "endTime")):
+    for field, prop in (("started_at", "startTime"), ("ended_at", "endTime")):
         iso = _iso(wf.get(field))
         if iso:
-            run_action[key] = iso
-    if ACTION_STATUS.get(wf.get("status")):
+            run_action[prop] = iso
+    if ACTION_STATUS.get(str(wf.get("status"))):
         run_action["actionStatus"] = ACTION_STATUS[wf["status"]]
     if wf.get("status") == Status.ERROR.value and wf.get("stderr"):
         run_action["error"] = str(wf["stderr"])
@@ -330,7 +331,7 @@ def build_crate(run: RunData, *, include_prov: bool = True, license: str | None 
             objs.append(_ref(vid))
         run_action["object"] = _one(objs)
     add(run_action)
-    engine = wf.get("engine") if isinstance(wf.get("engine"), dict) else {}
+    engine: dict = wf["engine"] if isinstance(wf.get("engine"), dict) else {}
     ename = str(engine.get("name") or "python")
     eversions = engine.get("versions") or versions
     engine_id = _h("engine", ename)
@@ -340,12 +341,12 @@ def build_crate(run: RunData, *, include_prov: bool = True, license: str | None 
         eprops["softwareVersion"] = str(ver)
     add(eprops)
     org_id = _h("organize", wid)
-    org = {"@id": org_id, "@type": "OrganizeAction", "name": f"{eprops['name']} orchestrating {name}",
+    org: dict[str, Any] = {"@id": org_id, "@type": "OrganizeAction", "name": f"{eprops['name']} orchestrating {name}",
            "instrument": _ref(engine_id), "result": _ref(run_id), "object": _one(control_ids),
            "description": "The engine's orchestration of every task (one ControlAction per task)."}
-    for key in ("startTime", "endTime"):
-        if key in run_action:
-            org[key] = run_action[key]
+    for prop in ("startTime", "endTime"):
+        if prop in run_action:
+            org[prop] = run_action[prop]
     if user_id:
         org["agent"] = _ref(user_id)
     add(org)

@@ -102,7 +102,8 @@ def dask_run(tmp_path_factory):
                 distributed.wait([agg, count])
                 assert agg.result()["partitions"] == PARTITIONS
             api = QueryAPI(load_settings())
-            expected = 4 * PARTITIONS + 2 + PARTITIONS  # load, check, normalize, summarize per partition; aggregate, count; rescale children
+            # load, check, normalize, summarize per partition; aggregate and count; the rescale children
+            expected = 4 * PARTITIONS + 2 + PARTITIONS
 
             def done():
                 tasks = api.tasks(fc.workflow_id)

@@ -6,6 +6,8 @@ seconds since the run's start, so runs on any clock read the same. Big glyph set
 
 from __future__ import annotations
 
+from typing import Any
+
 from flowcept_dist.export.report.data import TELEMETRY_METRICS, ReportData
 
 WIDTH = 1100
@@ -30,7 +32,7 @@ def _colors(keys: list[str]) -> dict[str, str]:
 
 def timeline(d: ReportData, t0: float):
     """Gantt chart: one lane per worker (or host/process), one bar per task, coloured by activity."""
-    from bokeh.models import ColumnDataSource, HoverTool
+    from bokeh.models import ColumnDataSource, FactorRange, HoverTool
     from bokeh.plotting import figure
 
     tl = d.timeline
@@ -42,7 +44,7 @@ def timeline(d: ReportData, t0: float):
         "color": [colors.get(a, "#888888") for a in tl["activity"]],
         "line": ["#c92a2a" if s == "ERROR" else None for s in tl["status"]],
     })
-    p = figure(name="timeline", y_range=lanes, height=max(220, 34 * len(lanes) + 90), width=WIDTH, tools=TOOLS,
+    p = figure(name="timeline", y_range=FactorRange(factors=lanes), height=max(220, 34 * len(lanes) + 90), width=WIDTH, tools=TOOLS,
                x_axis_label="seconds since the run started", output_backend="webgl",
                title=f"Tasks per worker ({len(tl['lane']):,} of {tl['total']:,} tasks drawn)")
     p.hbar(y="lane", left="left", right="right", height=0.7, fill_color="color", line_color="line", line_width=2,
@@ -83,7 +85,8 @@ def concurrency(d: ReportData, t0: float):
 
 def task_graph(d: ReportData):
     """The task graph (tasks, or activities when aggregated), laid out in layers from the first tasks."""
-    from bokeh.models import ColumnDataSource, HoverTool, LabelSet
+    from bokeh.models import ColumnDataSource, HoverTool, Range1d
+    from bokeh.models.annotations import LabelSet
     from bokeh.plotting import figure
 
     g = d.graph
@@ -114,7 +117,7 @@ def task_graph(d: ReportData):
     p = figure(name="graph", width=WIDTH, height=int(min(700, max(280, 40 * breadth + 80))), tools=TOOLS,
                title=("Activity graph (tasks aggregated by activity; node size ~ task count, red = has failures)"
                       if aggregated else "Task graph (dataflow in grey, parent -> child in blue; colour = status)"),
-               x_range=(-0.6, depth - 0.4), output_backend="webgl")
+               x_range=Range1d(start=-0.6, end=depth - 0.4), output_backend="webgl")
     p.multi_line(xs=xs, ys=ys, line_color=ecol, line_alpha=0.7, line_width=1.5)
     nodes = ColumnDataSource({"x": g["x"], "y": g["y"], "name": g["nodes"], "activity": g["activity"],
                               "status": g["status"], "size": sizes, "color": colors, "count": g["size"]})
@@ -135,7 +138,7 @@ def task_graph(d: ReportData):
 
 def activity_bars(d: ReportData):
     """Total task time per activity, with mean and p95 in the tooltip."""
-    from bokeh.models import ColumnDataSource, HoverTool
+    from bokeh.models import ColumnDataSource, FactorRange, HoverTool
     from bokeh.plotting import figure
 
     rows = d.activities[:25]
@@ -145,7 +148,7 @@ def activity_bars(d: ReportData):
     src = ColumnDataSource({"activity": names, "total": [r["total_s"] for r in rows][::-1],
                             "count": [r["count"] for r in rows][::-1], "mean": [r["mean_s"] or 0 for r in rows][::-1],
                             "p95": [r["p95_s"] or 0 for r in rows][::-1], "errors": [r["errors"] for r in rows][::-1]})
-    p = figure(name="activities", y_range=names, width=WIDTH, height=max(200, 26 * len(names) + 80), tools=TOOLS,
+    p = figure(name="activities", y_range=FactorRange(factors=names), width=WIDTH, height=max(200, 26 * len(names) + 80), tools=TOOLS,
                x_axis_label="total task seconds", title="Where the time went: total task time per activity")
     p.hbar(y="activity", right="total", height=0.7, color="#4c6ef5", source=src)
     p.add_tools(HoverTool(tooltips=[("activity", "@activity"), ("tasks", "@count"), ("errors", "@errors"),
@@ -162,13 +165,13 @@ def telemetry(d: ReportData, t0: float):
     if not series:
         return None
     figs = []
-    shared = None
+    shared: Any = None
     for metric, label in TELEMETRY_METRICS.items():
         lanes = series.get(metric)
         if not lanes:
             continue
         colors = _colors(sorted(lanes))
-        extra = {"x_range": shared} if shared is not None else {}
+        extra: dict[str, Any] = {"x_range": shared} if shared is not None else {}
         p = figure(width=WIDTH, height=230, tools=TOOLS, title=label, x_axis_label="seconds since the run started",
                    output_backend="webgl", **extra)
         shared = shared or p.x_range

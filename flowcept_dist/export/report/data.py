@@ -17,6 +17,7 @@ when one applied):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from flowcept_dist.core.records import Status
 from flowcept_dist.export.source import RunData
@@ -105,7 +106,7 @@ def compute(run: RunData, limits: Limits | None = None) -> ReportData:
     by_act: dict[str, list[int]] = {}
     for i, a in enumerate(acts):
         by_act.setdefault(a, []).append(i)
-    activities = []
+    activities: list[dict[str, Any]] = []
     for a, idx in by_act.items():
         ix = np.array(idx)
         d = dur[ix][ran[ix]]
@@ -171,11 +172,11 @@ def compute(run: RunData, limits: Limits | None = None) -> ReportData:
         centers = np.linspace(lo, hi, CONCURRENCY_BINS)
         top = [r["activity"] for r in activities[:TOP_ACTIVITIES]]
         names = np.array(acts, dtype=object)
-        for a in top + (["other"] if len(activities) > TOP_ACTIVITIES else []):
-            mask = ran & ((names == a) if a != "other" else ~np.isin(names, top))
-            s, e = np.sort(start[mask]), np.sort(end[mask])
-            running = np.searchsorted(s, centers, "right") - np.searchsorted(e, centers, "right")
-            concurrency["series"][a] = running.astype(int).tolist()
+        for name in top + (["other"] if len(activities) > TOP_ACTIVITIES else []):
+            mask = ran & ((names == name) if name != "other" else ~np.isin(names, np.array(top, dtype=object)))
+            starts, ends = np.sort(start[mask]), np.sort(end[mask])
+            running = np.searchsorted(starts, centers, "right") - np.searchsorted(ends, centers, "right")
+            concurrency["series"][name] = running.astype(int).tolist()
         concurrency["t"] = centers.tolist()
 
     return ReportData(summary=summary, status_counts=status_counts, activities=activities, slowest=slowest,
@@ -263,7 +264,7 @@ def _graph(run: RunData, acts: list[str], status: list[str], lim: Limits, notes:
             src = act_of.get(prod)
             if src is not None:
                 pairs[(src, a, "dataflow")] = pairs.get((src, a, "dataflow"), 0) + 1
-        parent = act_of.get(t.get("parent_task_id"))
+        parent = act_of.get(str(t.get("parent_task_id")))
         if parent is not None:
             pairs[(parent, a, "parent")] = pairs.get((parent, a, "parent"), 0) + 1
     nodes = sorted(counts, key=lambda a: -counts[a])
@@ -332,10 +333,11 @@ def _telemetry(run: RunData, lim: Limits, notes: list[str]) -> dict:
         cpu = (tel.get("cpu") or {}).get("process_percent")
         rss = (tel.get("memory") or {}).get("process_rss")
         vals = {"cpu": cpu, "rss": rss / 2**20 if isinstance(rss, (int, float)) else None}
-        gpus = tel.get("gpu") if isinstance(tel.get("gpu"), list) else []
+        gpus: list = tel["gpu"] if isinstance(tel.get("gpu"), list) else []
         for g in gpus:
             gl = f"{lane} gpu{g.get('index', 0)}"
-            for m, v in (("gpu", g.get("gpu_percent")), ("gpu_mem", (g.get("used_bytes") or 0) / 2**20 if g.get("used_bytes") is not None else None)):
+            used_mb = g["used_bytes"] / 2**20 if isinstance(g.get("used_bytes"), (int, float)) else None
+            for m, v in (("gpu", g.get("gpu_percent")), ("gpu_mem", used_mb)):
                 if isinstance(v, (int, float)):
                     xs, ys = raw[m].setdefault(gl, ([], []))
                     xs.append(ts)

@@ -12,9 +12,11 @@ import html
 from flowcept_dist.export.report.data import ReportData
 
 CSS = """
-body { font-family: -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif; margin: 0; color: #212529; background: #f8f9fa; }
+body { font-family: -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif; margin: 0; color: #212529;
+       background: #f8f9fa; }
 main { max-width: 1240px; margin: 0 auto; padding: 18px 24px 60px; }
-h1 { font-size: 22px; margin: 8px 0 2px; } h2 { font-size: 17px; margin: 28px 0 8px; border-bottom: 1px solid #dee2e6; padding-bottom: 4px; }
+h1 { font-size: 22px; margin: 8px 0 2px; }
+h2 { font-size: 17px; margin: 28px 0 8px; border-bottom: 1px solid #dee2e6; padding-bottom: 4px; }
 .sub { color: #6c757d; font-size: 13px; }
 .cards { display: flex; flex-wrap: wrap; gap: 10px; margin: 14px 0; }
 .card { background: #fff; border: 1px solid #dee2e6; border-radius: 6px; padding: 8px 14px; min-width: 110px; }
@@ -24,7 +26,8 @@ table { border-collapse: collapse; background: #fff; font-size: 13px; margin: 6p
 th, td { border: 1px solid #dee2e6; padding: 4px 8px; text-align: left; vertical-align: top; }
 th { background: #f1f3f5; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
 details { background: #fff; border: 1px solid #dee2e6; border-radius: 6px; margin: 6px 0; padding: 6px 10px; }
-summary { cursor: pointer; } pre { white-space: pre-wrap; font-size: 12px; background: #f1f3f5; padding: 8px; max-height: 360px; overflow: auto; }
+summary { cursor: pointer; }
+pre { white-space: pre-wrap; font-size: 12px; background: #f1f3f5; padding: 8px; max-height: 360px; overflow: auto; }
 .note { background: #fff9db; border: 1px solid #ffe066; border-radius: 6px; padding: 6px 10px; font-size: 13px; margin: 6px 0; }
 .chart { background: #fff; border: 1px solid #dee2e6; border-radius: 6px; padding: 6px; margin: 8px 0; overflow-x: auto; }
 code { font-size: 12px; }
@@ -50,7 +53,8 @@ TEMPLATE = """{% extends base %}
 <h2 id="errors">Errors</h2>
 {{ errors }}
 <h2 id="telemetry">Telemetry per worker</h2>
-{% if 'telemetry' in have %}<div class="chart">{{ embed(roots.telemetry) }}</div>{% else %}<p class="sub">No telemetry samples were captured for this run's workers.</p>{% endif %}
+{% if 'telemetry' in have %}<div class="chart">{{ embed(roots.telemetry) }}</div>
+{% else %}<p class="sub">No telemetry samples were captured for this run's workers.</p>{% endif %}
 {% if 'metrics' in have %}<h2 id="metrics">Training metrics</h2><div class="chart">{{ embed(roots.metrics) }}</div>{% endif %}
 <p class="sub">Made by flowcept-dist {{ version }} on {{ made }}. Charts: Bokeh {{ bokeh_version }} (inlined; the file works offline).</p>
 </main>
