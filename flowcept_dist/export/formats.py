@@ -27,11 +27,21 @@ def _prov_writer(prov_format: str, **options):
         from flowcept_dist.export.prov import to_prov
 
         doc = to_prov(run, progress)
-        if prov_format == "rdf":
-            doc = doc.flattened()  # Turtle has no named graphs: the bundle's statements join the document
         progress(f"writing {path}")
         with open(path, "wb") as fh:
-            doc.serialize(fh, format=prov_format, **options)
+            if prov_format == "json":
+                import json
+
+                from prov.serializers.provjson import encode_json_document
+
+                # the same document prov's serializer writes, encoded in one call (json.dump encodes in Python)
+                fh.write(json.dumps(encode_json_document(doc)).encode("utf-8"))
+            elif prov_format == "turtle":
+                from flowcept_dist.export.prov_o import write_turtle
+
+                write_turtle(doc, fh)  # Turtle has no named graphs: the bundle's statements join the document
+            else:
+                doc.serialize(fh, format=prov_format, **options)
 
     return write
 
@@ -46,7 +56,7 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("prov-json", ".prov.json", "W3C PROV-JSON", _prov_writer("json")),
     Format("prov-n", ".provn", "W3C PROV-N", _prov_writer("provn")),
     Format("prov-xml", ".prov.xml", "W3C PROV-XML", _prov_writer("xml")),
-    Format("prov-o", ".prov.ttl", "W3C PROV-O as RDF Turtle (bundle flattened)", _prov_writer("rdf", rdf_format="turtle")),
+    Format("prov-o", ".prov.ttl", "W3C PROV-O as RDF Turtle (bundle flattened)", _prov_writer("turtle")),
     Format("ro-crate", ".crate.zip", "Workflow Run RO-Crate, Provenance Run Crate profile (a .zip, else a folder)",
            _crate_writer),
 )}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from flowcept_dist.core.records import RecordType
 
@@ -233,7 +233,3 @@ def _load_telemetry(reader, run: RunData) -> list[dict]:
         return s.get("hostname") in hosts
 
     return [s for s in samples if ours(s)]
-
-
-def iter_values(d: dict | None) -> Iterable[tuple[str, object]]:
-    return d.items() if isinstance(d, dict) else ()
