@@ -146,7 +146,6 @@ def test_cli_export_resolves_latest_and_prefixes_and_reports_progress(dask_run, 
 def test_model_checkpoints_become_entities_generated_by_their_task(base_env):
     torch = pytest.importorskip("torch")
     import torch_hooks as th
-
     from flowcept_dist import Flowcept
 
     model = torch.nn.Linear(3, 2)

@@ -17,12 +17,15 @@ TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
 
 
 def _palette(n: int) -> list[str]:
+    """Category colours without the reds, which mean 'failed' in every chart."""
     from bokeh.palettes import Category10, Category20
 
-    if n <= 10:
-        return list(Category10[10][: max(n, 1)])
-    base = list(Category20[20])
-    return [base[i % 20] for i in range(n)]
+    reds = {"#d62728", "#ff9896"}
+    small = [c for c in Category10[10] if c not in reds]
+    if n <= len(small):
+        return small[: max(n, 1)]
+    base = [c for c in Category20[20] if c not in reds]
+    return [base[i % len(base)] for i in range(n)]
 
 
 def _colors(keys: list[str]) -> dict[str, str]:
@@ -42,15 +45,19 @@ def timeline(d: ReportData, t0: float):
         "lane": tl["lane"], "left": [s - t0 for s in tl["start"]], "right": [e - t0 for e in tl["end"]],
         "activity": tl["activity"], "status": tl["status"], "task_id": tl["task_id"], "duration": tl["duration"],
         "color": [colors.get(a, "#888888") for a in tl["activity"]],
-        "line": ["#c92a2a" if s == "ERROR" else None for s in tl["status"]],
     })
     p = figure(name="timeline", y_range=FactorRange(factors=lanes), height=max(220, 34 * len(lanes) + 90), width=WIDTH, tools=TOOLS,
                x_axis_label="seconds since the run started", output_backend="webgl",
                title=f"Tasks per worker ({len(tl['lane']):,} of {tl['total']:,} tasks drawn)")
-    p.hbar(y="lane", left="left", right="right", height=0.7, fill_color="color", line_color="line", line_width=2,
-           source=src, legend_field="activity")
-    p.add_tools(HoverTool(tooltips=[("task", "@task_id"), ("activity", "@activity"), ("status", "@status"),
-                                    ("duration (s)", "@duration{0.000}"), ("worker", "@lane")]))
+    bars = p.hbar(y="lane", left="left", right="right", height=0.7, fill_color="color", line_color=None, source=src,
+                  legend_field="activity")
+    failed = [i for i, s in enumerate(tl["status"]) if s == "ERROR"]
+    if failed:  # a red mark on each failed task, visible however thin its bar
+        p.scatter(x=[(tl["start"][i] + tl["end"][i]) / 2 - t0 for i in failed],
+                  y=[(tl["lane"][i], 0.3) for i in failed], marker="inverted_triangle", size=9, color="#e03131",
+                  legend_label="failed")
+    p.add_tools(HoverTool(renderers=[bars], tooltips=[("task", "@task_id"), ("activity", "@activity"), ("status", "@status"),
+                                                      ("duration (s)", "@duration{0.000}"), ("worker", "@lane")]))
     p.legend.location = "top_right"
     p.legend.label_text_font_size = "9pt"
     p.legend.click_policy = "hide"
@@ -108,25 +115,27 @@ def task_graph(d: ReportData):
     if aggregated:
         biggest = max(g["size"]) or 1
         sizes = [14 + 36 * (s / biggest) ** 0.5 for s in g["size"]]
-        colors = ["#d9480f" if e else "#2b8a3e" for e in g["errors"]]
+        # green: no failure; orange: under 5% of the activity's tasks failed; red: more
+        colors = ["#2b8a3e" if e == 0 else "#f59f00" if e < 0.05 * c else "#e03131" for e, c in zip(g["errors"], g["size"])]
     else:
         sizes = [12] * len(g["nodes"])
         colors = [STATUS_COLORS.get(s, "#888888") for s in g["status"]]
     depth = (max(g["x"]) if g["x"] else 0) + 1
     breadth = (max(g["y"]) - min(g["y"]) if g["y"] else 0) + 1
     p = figure(name="graph", width=WIDTH, height=int(min(700, max(280, 40 * breadth + 80))), tools=TOOLS,
-               title=("Activity graph (tasks aggregated by activity; node size ~ task count, red = has failures)"
+               title=("Activity graph (tasks aggregated by activity; size ~ task count; green: no failure, orange: < 5% failed, red: more)"
                       if aggregated else "Task graph (dataflow in grey, parent -> child in blue; colour = status)"),
                x_range=Range1d(start=-0.6, end=depth - 0.4), output_backend="webgl")
     p.multi_line(xs=xs, ys=ys, line_color=ecol, line_alpha=0.7, line_width=1.5)
     nodes = ColumnDataSource({"x": g["x"], "y": g["y"], "name": g["nodes"], "activity": g["activity"],
-                              "status": g["status"], "size": sizes, "color": colors, "count": g["size"]})
+                              "status": g["status"], "size": sizes, "color": colors, "count": g["size"],
+                              "dy": [s / 2 + 3 for s in sizes]})
     r = p.scatter(x="x", y="y", size="size", fill_color="color", line_color="#343a40", source=nodes)
     tips = [("activity", "@activity"), ("tasks", "@count"), ("status", "@status")] if aggregated else \
         [("task", "@name"), ("activity", "@activity"), ("status", "@status")]
     p.add_tools(HoverTool(renderers=[r], tooltips=tips))
     if aggregated or len(g["nodes"]) <= 60:
-        p.add_layout(LabelSet(x="x", y="y", text="activity", source=nodes, x_offset=8, y_offset=6, text_font_size="9pt"))
+        p.add_layout(LabelSet(x="x", y="y", text="activity", source=nodes, x_offset=4, y_offset="dy", text_font_size="9pt"))
     if aggregated and ex:
         p.add_layout(LabelSet(x="x", y="y", text="label", source=ColumnDataSource({"x": ex, "y": ey, "label": elabel}),
                               text_font_size="8pt", text_color="#495057"))

@@ -16,6 +16,7 @@ when one applied):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +64,14 @@ def _lane(t: dict) -> str:
 
 def _num(v):
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else float("nan")
+
+
+_VARIABLE = re.compile(r"0x[0-9a-fA-F]+|[0-9a-fA-F]{8,}|\d+")
+
+
+def _signature(message: str) -> str:
+    """The message with numbers and ids blanked, so 'bad rows in part-17' and 'part-18' group together."""
+    return _VARIABLE.sub("#", message)
 
 
 def _last_line(text) -> str:
@@ -121,14 +130,15 @@ def compute(run: RunData, limits: Limits | None = None) -> ReportData:
     # -- slowest tasks and errors (exact) -----------------------------------------------------
     order = np.argsort(np.where(ran, -dur, np.inf), kind="stable")
     slowest = [_task_row(tasks[i], dur[i]) for i in order[: lim.slowest] if ran[i]]
-    groups: dict[tuple[str, str], dict] = {}
+    groups: dict[tuple[str, str], dict] = {}  # by activity and message shape (numbers and ids blanked)
     for i, t in enumerate(tasks):
         if status[i] != _ERROR:
             continue
         why = _last_line(t.get("stderr") or t.get("exception"))
-        g = groups.get((acts[i], why))
+        key = (acts[i], _signature(why))
+        g = groups.get(key)
         if g is None:
-            g = groups[(acts[i], why)] = {"activity": acts[i], "message": why, "count": 0, "task_ids": [],
+            g = groups[key] = {"activity": acts[i], "message": why, "count": 0, "task_ids": [],
                                          "traceback": str(t.get("stderr") or t.get("exception") or ""),
                                          "where": t.get("address") or t.get("hostname")}
         g["count"] += 1
