@@ -81,7 +81,7 @@ def write_turtle(doc, fh) -> int:
         sink.bind(prefix, uri)
     encoder = ProvRDFSerializer(doc)
     for container in [doc, *doc.bundles]:
-        encoder.encode_container(container, container=sink)
+        encoder.encode_container(container, container=sink)  # type: ignore[arg-type]  # duck-typed Graph
     terms = _Terms(sink.prefixes)
     by_subject: dict = {}
     for s, p, o in sink.triples:

@@ -53,9 +53,9 @@ def timeline(d: ReportData, t0: float):
                   legend_field="activity")
     failed = [i for i, s in enumerate(tl["status"]) if s == "ERROR"]
     if failed:  # a red mark on each failed task, visible however thin its bar
-        p.scatter(x=[(tl["start"][i] + tl["end"][i]) / 2 - t0 for i in failed],
-                  y=[(tl["lane"][i], 0.3) for i in failed], marker="inverted_triangle", size=9, color="#e03131",
-                  legend_label="failed")
+        marks = ColumnDataSource({"x": [(tl["start"][i] + tl["end"][i]) / 2 - t0 for i in failed],
+                                  "y": [(tl["lane"][i], 0.3) for i in failed]})  # (lane, offset): above the bar's middle
+        p.scatter(x="x", y="y", source=marks, marker="inverted_triangle", size=9, color="#e03131", legend_label="failed")
     p.add_tools(HoverTool(renderers=[bars], tooltips=[("task", "@task_id"), ("activity", "@activity"), ("status", "@status"),
                                                       ("duration (s)", "@duration{0.000}"), ("worker", "@lane")]))
     p.legend.location = "top_right"
