@@ -7,6 +7,7 @@ called inside a Dask task (a child record with ``parent_task_id``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 
@@ -56,10 +57,14 @@ PARTITIONS = 4
 
 
 class DaskRun:
-    """What the tests need: the store path, the workflow id, task ids by name, a QueryAPI."""
+    """What the tests need: the store path, the workflow id, task ids by name, a QueryAPI.
 
-    def __init__(self, lmdb_path: str, workflow_id: str, run_id: str, api, workers: list[str]) -> None:
-        self.lmdb_path = lmdb_path
+    ``with run.environment():`` points the settings (the CLI's) at this run's store for a block.
+    """
+
+    def __init__(self, root, workflow_id: str, run_id: str, api, workers: list[str]) -> None:
+        self.root = root
+        self.lmdb_path = str(root / "lmdb")
         self.workflow_id = workflow_id
         self.run_id = run_id
         self.api = api
@@ -67,6 +72,29 @@ class DaskRun:
 
     def key(self, name: str) -> str:
         return f"{name}-{self.run_id}"
+
+    @contextlib.contextmanager
+    def environment(self):
+        with pytest.MonkeyPatch.context() as mp:
+            _isolate(mp, self.root)
+            yield
+
+
+def _isolate(mp, root) -> None:
+    for name in list(os.environ):
+        if name.startswith("FLOWCEPT_") and name != "FLOWCEPT_TEST_MONGO_URI":
+            mp.delenv(name)
+    mp.setenv("HOME", str(root / "home"))
+    mp.setenv("FLOWCEPT_STORE_LMDB_PATH", str(root / "lmdb"))
+    mp.setenv("FLOWCEPT_TRANSPORT_STATS_DIR", str(root / "stats"))
+    mp.setenv("FLOWCEPT_TELEMETRY_INTERVAL_S", "0.1")
+
+
+@pytest.fixture
+def dask_cli(dask_run):
+    """The shared run, with the environment pointing at its store for this test (for CLI calls)."""
+    with dask_run.environment():
+        yield dask_run
 
 
 @pytest.fixture(scope="session")
@@ -79,13 +107,7 @@ def dask_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("export-dask")
     mp = pytest.MonkeyPatch()
-    for name in list(os.environ):
-        if name.startswith("FLOWCEPT_") and name != "FLOWCEPT_TEST_MONGO_URI":
-            mp.delenv(name)
-    mp.setenv("HOME", str(root / "home"))
-    mp.setenv("FLOWCEPT_STORE_LMDB_PATH", str(root / "lmdb"))
-    mp.setenv("FLOWCEPT_TRANSPORT_STATS_DIR", str(root / "stats"))
-    mp.setenv("FLOWCEPT_TELEMETRY_INTERVAL_S", "0.1")
+    _isolate(mp, root)  # the cluster's processes inherit it; undone once the run is captured
     api = None
     try:
         with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
@@ -112,7 +134,8 @@ def dask_run(tmp_path_factory):
                                                          if t.get("status") == "FINISHED" and t.get("adapter_id") == "dask")
 
             poll_for(done, 30, message="every task record of the export test run")
-            yield DaskRun(str(root / "lmdb"), fc.workflow_id, rid, api, workers)
+        mp.undo()
+        yield DaskRun(root, fc.workflow_id, rid, api, workers)
     finally:
         if api is not None:
             api.close()

@@ -28,7 +28,8 @@ def exported(dask_run, tmp_path_factory):
     paths = {}
     for fmt, name in (("prov-json", "run.json"), ("prov-n", "run.provn"), ("prov-xml", "run.xml"), ("prov-o", "run.ttl")):
         paths[fmt] = str(out / name)
-        assert cli(["export", "--workflow", dask_run.workflow_id, "--format", fmt, "-o", paths[fmt], "-q"]) == 0
+        with dask_run.environment():
+            assert cli(["export", "--workflow", dask_run.workflow_id, "--format", fmt, "-o", paths[fmt], "-q"]) == 0
     return paths
 
 
@@ -122,7 +123,7 @@ def test_sparql_which_agent_ran_the_failed_task(dask_run, graph):
     assert {str(r.id) for r in graph.query(q2)} == {dask_run.key("count")}
 
 
-def test_cli_export_errors_are_one_line(dask_run, tmp_path, capsys):
+def test_cli_export_errors_are_one_line(dask_cli, tmp_path, capsys):
     assert cli(["export", "--workflow", "no-such-workflow", "--format", "prov-json", "-o", str(tmp_path / "x.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no workflow 'no-such-workflow'" in err[0] and "flowcept-dist workflows" in err[0]
@@ -135,7 +136,8 @@ def test_cli_export_errors_are_one_line(dask_run, tmp_path, capsys):
     assert ex.value.code == 2
 
 
-def test_cli_export_resolves_latest_and_prefixes_and_reports_progress(dask_run, tmp_path, capsys):
+def test_cli_export_resolves_latest_and_prefixes_and_reports_progress(dask_cli, tmp_path, capsys):
+    dask_run = dask_cli
     path = tmp_path / "run.json"
     assert cli(["export", "--workflow", dask_run.workflow_id[:8], "--format", "prov-json", "-o", str(path)]) == 0
     err = capsys.readouterr().err

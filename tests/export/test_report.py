@@ -44,7 +44,7 @@ def test_report_displays_inline_in_jupyter(dask_run):
     assert "22" in repr(rep) and "errors=2" in repr(rep)
 
 
-def test_cli_report_writes_the_file_with_progress(dask_run, tmp_path, capsys):
+def test_cli_report_writes_the_file_with_progress(dask_cli, tmp_path, capsys):
     out = tmp_path / "report.html"
     assert cli(["report", "--workflow", "latest", "-o", str(out)]) == 0
     err = capsys.readouterr().err

@@ -18,7 +18,8 @@ from flowcept_dist.cli.main import main as cli
 @pytest.fixture(scope="module")
 def crate_dir(dask_run, tmp_path_factory):
     path = tmp_path_factory.mktemp("crate") / "run-crate"
-    assert cli(["export", "--workflow", dask_run.workflow_id, "--format", "ro-crate", "-o", str(path), "-q"]) == 0
+    with dask_run.environment():
+        assert cli(["export", "--workflow", dask_run.workflow_id, "--format", "ro-crate", "-o", str(path), "-q"]) == 0
     return path
 
 
@@ -54,7 +55,8 @@ def test_crate_describes_workflow_tasks_dataflow_agents_and_times(dask_run, crat
     assert (crate_dir / "workflow.json").is_file() and (crate_dir / "README.md").is_file()
 
 
-def test_crate_as_zip(dask_run, tmp_path):
+def test_crate_as_zip(dask_cli, tmp_path):
+    dask_run = dask_cli
     path = tmp_path / "run.crate.zip"
     assert cli(["export", "--workflow", dask_run.workflow_id, "--format", "ro-crate", "-o", str(path),
                 "--license", "https://spdx.org/licenses/CC-BY-4.0", "--no-prov-in-crate", "-q"]) == 0
