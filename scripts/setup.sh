@@ -37,6 +37,15 @@ if [ "$mode" = "--all" ]; then
       echo "setup: redis-server is missing; install it (apt-get install -y redis-server) to run the Redis tests" >&2
     fi
   fi
+  # headless Chromium + its driver for the report's browser test (tests/export)
+  if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+      echo "setup: installing chromium and chromium-driver with apt-get" >&2
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver) >&2
+    else
+      echo "setup: chromium/chromedriver are missing; install them (apt-get install -y chromium chromium-driver) to run the report's browser test" >&2
+    fi
+  fi
 else
   pip_install -e ".[dask,analytics]"
 fi

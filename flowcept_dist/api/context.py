@@ -486,6 +486,12 @@ class Flowcept:
     def __repr__(self) -> str:
         return f"Flowcept(workflow_name={self.workflow_name!r}, workflow_id={self.workflow_id!r})"
 
+    def report(self, path: str | None = None, **limits):
+        """The HTML report of this workflow (flushed first while active); shown inline in Jupyter, ``.save(path)``."""
+        if self._active:
+            self.flush()
+        return self.db.report(self.workflow_id, path, **limits)
+
 
 def _messages_of(workflow_id: str | None, settings, fc) -> list[dict]:
     """Records of a workflow captured so far: the pipeline is flushed, then the store (or buffer file) read."""

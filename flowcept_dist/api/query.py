@@ -235,6 +235,19 @@ class QueryAPI(ObjectsMixin):
             self._store.close()
             self._store = None
 
+    def to_prov(self, workflow_id: str):
+        """Workflow ``workflow_id`` as a W3C PROV ``prov.model.ProvDocument`` (needs ``flowcept-dist[export]``)."""
+        from flowcept_dist.export.prov import to_prov
+        from flowcept_dist.export.source import load_run
+
+        return to_prov(load_run(self, workflow_id, telemetry=False))
+
+    def report(self, workflow_id: str, path: str | None = None, **limits):
+        """The HTML report of workflow ``workflow_id`` (a ``Report``: shown inline in Jupyter, ``.save(path)``)."""
+        from flowcept_dist.export.report import Limits, report_workflow
+
+        return report_workflow(self, workflow_id, path, limits=Limits(**limits))
+
 
 def _group_field(projection) -> str | None:
     """Flowcept groups an aggregation by the only field of ``projection``."""

@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "flowcept_dist.cli.ingest_cmd",
     "flowcept_dist.cli.show_settings_cmd",
     "flowcept_dist.cli.replay_cmd",
+    "flowcept_dist.cli.export_cmd",
 ]
 
 
