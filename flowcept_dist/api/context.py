@@ -445,7 +445,9 @@ class Flowcept:
 
     @staticmethod
     def generate_report(*args, **kwargs):
-        """Flowcept's workflow report: delegated to ``flowcept_dist.export`` when it is installed."""
+        """Flowcept's report: a workflow card in Markdown (``report_type="workflow_card"``) from the
+        buffer file, the store or records, or the HTML provenance report; see
+        :func:`flowcept_dist.api.services.generate_report`."""
         from flowcept_dist.api.services import generate_report
 
         return generate_report(*args, **kwargs)

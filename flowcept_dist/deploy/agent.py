@@ -26,6 +26,7 @@ from flowcept_dist.deploy.processes import (
     descendants,
     group_members,
     live,
+    reap_own_children,
     start,
     stop_tree,
 )
@@ -49,6 +50,7 @@ def role_argv(spec: dict, node: str, env: dict) -> list[str]:
 
 
 def run_agent(job_dir: Path, role: str, node: str) -> int:
+    reap_own_children()  # an inherited SIG_IGN would turn every exit status into 0
     run_dir = job_dir / "run"
     log_file = job_dir / "logs" / f"{role}-{node}.log"
     stop_file, done = run_dir / f"stop-{role}", run_dir / f"{role}-{node}.done"

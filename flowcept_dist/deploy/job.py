@@ -40,6 +40,7 @@ from flowcept_dist.deploy.processes import (
     describe,
     job_processes,
     kill,
+    reap_own_children,
     start,
     stop_tree,
     wait_gone,
@@ -218,6 +219,8 @@ class Job:
     # -- the job --------------------------------------------------------------------------------
     def run(self) -> int:
         """Run the whole job; return its exit status. Installs handlers for the stop signals."""
+        if reap_own_children():
+            self.log("SIGCHLD was ignored by the process that started the job: reset, so exit statuses are real")
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._on_signal)
         rc = 2

@@ -60,8 +60,11 @@ class Proc:
         return self.process.pid
 
     def alive(self) -> bool:
-        if self.popen is not None and self.popen.poll() is not None:
-            return False
+        if self.popen is not None:
+            # our own child: only waitpid knows. psutil may show a process whose main thread has
+            # exited as a zombie while its other threads (a Ray driver's) still wind down; its exit
+            # status is not there yet, and reading it then would give None, i.e. 0.
+            return self.popen.poll() is None
         return live(self.process)
 
     def returncode(self) -> int | None:
@@ -98,6 +101,16 @@ class Proc:
 
     def __repr__(self) -> str:
         return f"Proc({self.name!r}, pid={self.pid})"
+
+
+def reap_own_children() -> bool:
+    """Make sure this process can wait for its children: a SIGCHLD disposition of SIG_IGN, inherited
+    from whatever started us (it survives exec), makes the kernel reap them at once, so every exit
+    status would read 0. Returns True if it had to be reset."""
+    if signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        return True
+    return False
 
 
 def start(name: str, argv: list[str], *, env: dict, log: Path | None = None, cwd: str | None = None,

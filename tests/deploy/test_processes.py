@@ -139,3 +139,48 @@ def test_job_processes_finds_the_tag_and_open_files_and_never_this_process(spawn
     text = P.describe([tagged, holder])
     assert text.startswith(f"{tagged.pid} {sys.executable} -c import signal") and f"; {holder.pid} " in text
     assert other.alive()
+
+
+def test_a_job_started_with_sigchld_ignored_still_sees_real_exit_statuses():
+    """SIG_IGN for SIGCHLD is inherited across exec: children are then reaped by the kernel and every
+    exit status reads 0. The runner resets it before starting anything."""
+    import subprocess
+
+    code = ("import signal, subprocess, sys\n"
+            "from flowcept_dist.deploy import processes as P\n"
+            "assert P.reap_own_children() is True\n"
+            "p = subprocess.Popen([sys.executable, '-c', 'import sys; sys.exit(3)'])\n"
+            "print(p.wait())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         preexec_fn=lambda: signal.signal(signal.SIGCHLD, signal.SIG_IGN))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "3"
+
+
+def test_a_child_whose_main_thread_exited_first_is_alive_until_it_exits_and_gives_its_status(tmp_path):
+    """A Ray driver's main thread can finish while its other threads still wind down: the kernel then
+    shows the process as a zombie, but its exit status comes only when the last thread ends. The job
+    must wait for that status (it once read 0 for a script that exited 3)."""
+    flag = tmp_path / "released"
+    code = ("import ctypes, os, threading, time\n"
+            "def last():\n"
+            f"    while not os.path.exists({str(flag)!r}):\n"
+            "        time.sleep(0.01)\n"
+            "    os._exit(3)\n"
+            "threading.Thread(target=last).start()\n"
+            "print('ready', flush=True)\n"
+            "ctypes.CDLL(None).pthread_exit(None)\n")
+    log = tmp_path / "z.log"
+    proc = P.start("zombie-leader", [sys.executable, "-c", code], env=dict(os.environ), log=log)
+    try:
+        poll_for(lambda: "ready" in log.read_text() and proc.process.status() == psutil.STATUS_ZOMBIE, 30,
+                 message="the main thread to exit while the other runs")
+        assert proc.alive() and proc.returncode() is None  # not gone: its status is not there yet
+        flag.touch()
+        poll_for(lambda: not proc.alive(), 30, message="the last thread to exit")
+        assert proc.returncode() == 3
+    finally:
+        flag.touch()
+        if proc.popen.poll() is None:
+            proc.popen.kill()
+        proc.popen.wait(10)
