@@ -114,7 +114,7 @@ def _summary(obj, repr_chars: int) -> dict:
             out["columns"] = [str(c) for c in list(obj.columns)[:50]]
         except Exception:
             pass
-    if not is_torch:  # repr of a GPU tensor would force a device sync
+    if not is_torch and repr_chars > 0:  # repr of a GPU tensor would force a device sync
         out["repr"] = safe_repr(obj, repr_chars)
     return out
 
@@ -223,3 +223,84 @@ def sanitize(value, max_bytes: int = 65536, repr_chars: int = 200):
         return out, False
     except Exception as exc:  # never let a value break capture
         return {"type": type_name(value), "error": f"could not summarize: {type(exc).__name__}"}, True
+
+
+class Summary(dict):
+    """A value's description made on the caller's thread by :func:`detach` (the value itself was not kept)."""
+
+    __slots__ = ()
+
+
+_CHEAP = frozenset({type(None), bool, int, float})
+_BYTES = (bytes, bytearray, memoryview)
+#: containers up to this many items are copied on the caller, their items detached; larger ones are kept
+#: by reference when their first items are cheap, else summarized at once
+_HOLD_ITEMS = 64
+#: modules whose objects (arrays, tensors, frames) are described from metadata at once, never kept
+_DATA_MODULES = ("numpy", "pandas", "torch", "cupy", "jax", "jaxlib", "tensorflow", "xarray", "pyarrow", "polars",
+                 "scipy", "dask")
+
+
+def meta_summary(obj) -> "Summary":
+    """``obj`` described from metadata only (type, shape, dtype, device, size, nbytes, columns): O(1) for
+    arrays, tensors and frames, reads no data and forces no GPU sync."""
+    out = Summary(_summary(obj, 0))
+    out.pop("repr", None)
+    return out
+
+
+def _cheap_items(items) -> bool:
+    for v in items:
+        if type(v) not in _CHEAP and not (type(v) is str and len(v) <= 1024):
+            return False
+    return True
+
+
+def detach(value, max_bytes: int = 65536, repr_chars: int = 200, _depth: int = 0):
+    """What capture may keep of a user's value past the call, decided on the caller's thread.
+
+    Scalars, short strings and small containers of them are kept (containers are copied, so a
+    later mutation does not change the record). Arrays, tensors, frames and buffers are replaced
+    by a :class:`Summary` from their metadata (no data read, no GPU sync), so capture never keeps
+    them alive. Large containers of cheap items are kept by reference (sanitized later on the
+    processor thread); other large ones are sanitized now. Never raises.
+    """
+    t = type(value)
+    if t in _CHEAP:
+        return value
+    try:
+        if t is str:
+            if len(value) <= max_bytes:
+                return value
+            return Summary(type="str", size=len(value), repr=_cut(value[:repr_chars], repr_chars),
+                           truncated="max_value_bytes")
+        if isinstance(value, _BYTES):
+            head = bytes(value[:64]) if t is not memoryview else value.tobytes()[:64] if value.nbytes <= 64 else b""
+            n = value.nbytes if t is memoryview else len(value)
+            return Summary(type=type_name(value), size=n, repr=safe_repr(head, repr_chars))
+        mod = (t.__module__ or "").split(".", 1)[0]
+        if mod in _DATA_MODULES or (hasattr(value, "shape") and hasattr(value, "dtype")):
+            return meta_summary(value)
+        if _depth >= 3 and t in (dict, list, tuple, set, frozenset):
+            return _freeze(value, max_bytes, repr_chars)
+        if t is dict:
+            if len(value) <= _HOLD_ITEMS:
+                return {k: detach(v, max_bytes, repr_chars, _depth + 1) for k, v in value.items()}
+            return _freeze(value, max_bytes, repr_chars)
+        if t in (list, tuple, set, frozenset):
+            if len(value) <= _HOLD_ITEMS:
+                items = [detach(v, max_bytes, repr_chars, _depth + 1) for v in value]
+                return items if t is not tuple else tuple(items)
+            return _freeze(value, max_bytes, repr_chars)
+    except Exception as exc:
+        return Summary(type=type_name(value), error=f"could not summarize: {type(exc).__name__}")
+    return value  # other objects: described later on the processor thread
+
+
+def _freeze(value, max_bytes: int, repr_chars: int):
+    """A large container: kept as it is when its first items are cheap (a list of numbers), else sanitized now."""
+    head = list(value.values() if isinstance(value, dict) else value)[:8] if len(value) else []
+    if type(value) is tuple and _cheap_items(head):
+        return value
+    out, _ = sanitize(value, max_bytes, repr_chars)
+    return out
