@@ -275,8 +275,12 @@ def detach(value, max_bytes: int = 65536, repr_chars: int = 200, _depth: int = 0
             return Summary(type="str", size=len(value), repr=_cut(value[:repr_chars], repr_chars),
                            truncated="max_value_bytes")
         if isinstance(value, _BYTES):
-            head = bytes(value[:64]) if t is not memoryview else value.tobytes()[:64] if value.nbytes <= 64 else b""
-            n = value.nbytes if t is memoryview else len(value)
+            if isinstance(value, memoryview):
+                n = value.nbytes
+                head = value.tobytes()[:64] if n <= 64 else b""  # (a view of a large buffer: not copied)
+            else:
+                n = len(value)
+                head = bytes(value[:64])
             return Summary(type=type_name(value), size=n, repr=safe_repr(head, repr_chars))
         mod = (t.__module__ or "").split(".", 1)[0]
         if mod in _DATA_MODULES or (hasattr(value, "shape") and hasattr(value, "dtype")):
