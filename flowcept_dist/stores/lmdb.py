@@ -279,42 +279,62 @@ class LMDBStore(Store):
         raise lmdb.MapFullError(f"the LMDB map at {self.path} is still full after {_MAX_GROWTHS} growths")
 
     def _write(self, env, dbs, merged: dict) -> int:
+        """One transaction for the batch: which keys exist is read in one sorted pass (``getmulti``);
+        new records are blind writes (no read, no merge), inserted with their index entries in key
+        order by ``putmulti``; only the keys already stored are read, merged and rewritten.
+
+        Re-runnable on the same ``merged`` (the caller retries after growing a full map): the only
+        change made to it is ``registered_at`` on records that lacked one.
+        """
         now = time.time()
         changed = 0
         rdb = dbs["records"]
         dumps, loads = _dump, jsonfmt.loads
-        idx = [(f, dbs[f], UNINDEXED_VALUES.get(f)) for f in INDEXED_FIELDS]
+        keys = sorted(merged)  # B-tree inserts in key order touch each page once
+        idx = [(f, [], UNINDEXED_VALUES.get(f)) for f in INDEXED_FIELDS]
+        puts: list[tuple[bytes, bytes]] = []
         with env.txn(write=True) as txn:
-            get, put, delete = txn.get, txn.put, txn.delete
-            for key, rec in merged.items():
+            cur = txn.cursor(db=rdb)
+            found = dict(cur.getmulti(keys)) if keys else {}
+            for key in keys:
+                rec = merged[key]
                 if "registered_at" not in rec:
-                    rec = dict(rec)
-                    rec["registered_at"] = now
-                # the common case is a new record: one insert that fails if the key exists
-                if put(key, dumps(rec), db=rdb, overwrite=False):
-                    for field, db, skip in idx:
+                    rec["registered_at"] = now  # merged records are this call's own copies
+                raw = found.get(key)
+                if raw is None:  # the common case: a new record, written blind
+                    puts.append((key, dumps(rec)))
+                    for field, entries, skip in idx:
                         v = rec.get(field)
-                        if v is None or (skip is not None and v in skip) or type(v) in (dict, list):
-                            continue
-                        put(_enc(str(v))[:400], key, db=db, dupdata=True)
+                        tv = type(v)
+                        if tv is str:
+                            if skip is None or v not in skip:
+                                entries.append((v.encode("utf-8", "surrogatepass")[:400], key))
+                        elif v is not None and tv is not dict and tv is not list and (skip is None or v not in skip):
+                            entries.append((_enc(str(v))[:400], key))
                     changed += 1
                     continue
-                old = loads(get(key, db=rdb))
+                old = loads(raw)
                 new = merge_records(old, rec)
                 if new == old:
                     continue  # a duplicate event: nothing to do
-                put(key, dumps(new), db=rdb)
-                for field, db, _ in idx:
+                puts.append((key, dumps(new)))
+                for field, entries, _ in idx:
                     nv, ov = new.get(field), old.get(field)
                     if nv == ov:
                         continue
                     ov = _index_value(ov, field)
                     nv = _index_value(nv, field)
                     if ov is not None:
-                        delete(ov, key, db=db)
+                        txn.delete(ov, key, db=dbs[field])
                     if nv is not None:
-                        put(nv, key, db=db, dupdata=True)
+                        entries.append((nv, key))
                 changed += 1
+            if puts:
+                cur.putmulti(puts)  # keys are unique and sorted
+            for field, entries, _ in idx:
+                if entries:
+                    entries.sort()
+                    txn.cursor(db=dbs[field]).putmulti(entries, dupdata=True)
         return changed
 
     # -- reads ----------------------------------------------------------------
