@@ -291,7 +291,8 @@ class LMDBStore(Store):
         rdb = dbs["records"]
         dumps, loads = _dump, jsonfmt.loads
         keys = sorted(merged)  # B-tree inserts in key order touch each page once
-        idx = [(f, [], UNINDEXED_VALUES.get(f)) for f in INDEXED_FIELDS]
+        idx: list[tuple[str, list[tuple[bytes, bytes]], frozenset | None]] = [
+            (f, [], UNINDEXED_VALUES.get(f)) for f in INDEXED_FIELDS]
         puts: list[tuple[bytes, bytes]] = []
         with env.txn(write=True) as txn:
             cur = txn.cursor(db=rdb)
@@ -410,6 +411,35 @@ class LMDBStore(Store):
                 return txn.stat(dbs["records"])["entries"]
         with env.txn(buffers=True) as txn:
             return sum(1 for d in self._iter_docs(txn, dbs, filter) if matches(d, filter))
+
+    def task_counts(self, workflow_ids: list) -> dict:
+        """``{workflow_id: (tasks, errors)}`` from the indexes alone (no record is read or decoded): the
+        ``task:`` keys of the workflow's index entries, and how many of them the status index holds under
+        ``ERROR``. The same counts as querying ``{"workflow_id": wf, "type": "task"}`` and counting
+        ``status == "ERROR"``. A workflow id the index cannot answer exactly (not a string, or so long
+        that index values are cut) is left out: the caller queries it."""
+        env, dbs = self._handles()
+        out: dict = {}
+        task_prefix, error = b"task:", b"ERROR"
+        with env.txn() as txn:
+            wcur = txn.cursor(db=dbs["workflow_id"])
+            scur = txn.cursor(db=dbs["status"])
+            has_errors = scur.set_key(error)
+            for wf in workflow_ids:
+                if type(wf) is not str:
+                    continue
+                iv = _enc(wf)
+                if len(iv) >= 400:
+                    continue
+                tasks = errors = 0
+                if wcur.set_key(iv):
+                    for key in wcur.iternext_dup():
+                        if key.startswith(task_prefix):
+                            tasks += 1
+                            if has_errors and scur.set_key_dup(error, key):
+                                errors += 1
+                out[wf] = (tasks, errors)
+        return out
 
     def iter_all(self, batch_size: int = 1000, after: str | None = None, keys_only: bool = False):
         """Every record in key order, as lists of up to ``batch_size`` ``(key, record)`` pairs (``record`` is
