@@ -287,39 +287,42 @@ class LMDBStore(Store):
         change made to it is ``registered_at`` on records that lacked one.
         """
         now = time.time()
-        changed = 0
         rdb = dbs["records"]
         dumps, loads = _dump, jsonfmt.loads
         keys = sorted(merged)  # B-tree inserts in key order touch each page once
-        idx: list[tuple[str, list[tuple[bytes, bytes]], frozenset | None]] = [
-            (f, [], UNINDEXED_VALUES.get(f)) for f in INDEXED_FIELDS]
-        puts: list[tuple[bytes, bytes]] = []
         with env.txn(write=True) as txn:
             cur = txn.cursor(db=rdb)
             found = dict(cur.getmulti(keys)) if keys else {}
-            for key in keys:
-                rec = merged[key]
+            fresh = [(k, merged[k]) for k in keys if k not in found] if found else [(k, merged[k]) for k in keys]
+            for _, rec in fresh:
                 if "registered_at" not in rec:
                     rec["registered_at"] = now  # merged records are this call's own copies
+            # the common case: new records, written blind (no read, no merge)
+            puts = [(k, dumps(rec)) for k, rec in fresh]
+            entries: dict[str, list[tuple[bytes, bytes]]] = {}
+            for field in INDEXED_FIELDS:
+                skip = UNINDEXED_VALUES.get(field) or ()
+                vals = [(rec.get(field), k) for k, rec in fresh]
+                got = [(v.encode("utf-8", "surrogatepass")[:400], k) for v, k in vals
+                       if type(v) is str and v not in skip]
+                if len(got) < len(vals):  # numbers and booleans are indexed as str(value); None, dicts, lists not
+                    got += [(_enc(str(v))[:400], k) for v, k in vals
+                            if v is not None and type(v) not in (str, dict, list) and v not in skip]
+                entries[field] = got
+            changed = len(fresh)
+            for key in keys:
                 raw = found.get(key)
-                if raw is None:  # the common case: a new record, written blind
-                    puts.append((key, dumps(rec)))
-                    for field, entries, skip in idx:
-                        v = rec.get(field)
-                        tv = type(v)
-                        if tv is str:
-                            if skip is None or v not in skip:
-                                entries.append((v.encode("utf-8", "surrogatepass")[:400], key))
-                        elif v is not None and tv is not dict and tv is not list and (skip is None or v not in skip):
-                            entries.append((_enc(str(v))[:400], key))
-                    changed += 1
+                if raw is None:
                     continue
+                rec = merged[key]
+                if "registered_at" not in rec:
+                    rec["registered_at"] = now
                 old = loads(raw)
                 new = merge_records(old, rec)
                 if new == old:
                     continue  # a duplicate event: nothing to do
                 puts.append((key, dumps(new)))
-                for field, entries, _ in idx:
+                for field in INDEXED_FIELDS:
                     nv, ov = new.get(field), old.get(field)
                     if nv == ov:
                         continue
@@ -328,14 +331,16 @@ class LMDBStore(Store):
                     if ov is not None:
                         txn.delete(ov, key, db=dbs[field])
                     if nv is not None:
-                        entries.append((nv, key))
+                        entries[field].append((nv, key))
                 changed += 1
             if puts:
+                if found:
+                    puts.sort()
                 cur.putmulti(puts)  # keys are unique and sorted
-            for field, entries, _ in idx:
-                if entries:
-                    entries.sort()
-                    txn.cursor(db=dbs[field]).putmulti(entries, dupdata=True)
+            for field, got in entries.items():
+                if got:
+                    got.sort()
+                    txn.cursor(db=dbs[field]).putmulti(got, dupdata=True)
         return changed
 
     # -- reads ----------------------------------------------------------------

@@ -97,3 +97,47 @@ def test_task_counts_equal_the_records_after_merges_and_updates(base_env):
     for r in rows:
         assert (r["tasks"], r["errors"]) == _recount(store, r["workflow_id"])
     store.close()
+
+
+def _index_entries(store):
+    from flowcept_dist.stores.lmdb import INDEXED_FIELDS
+
+    env, dbs = store._handles()
+    with env.txn() as txn:
+        return {f: sorted((bytes(k), bytes(v)) for k, v in txn.cursor(db=dbs[f])) for f in INDEXED_FIELDS}
+
+
+def _expected_entries(store):
+    from flowcept_dist.core.records import record_key
+    from flowcept_dist.stores.lmdb import INDEXED_FIELDS, _index_value, key_bytes
+
+    out = {f: [] for f in INDEXED_FIELDS}
+    for rec in store.query():
+        for f in INDEXED_FIELDS:
+            v = _index_value(rec.get(f), f)
+            if v is not None:
+                out[f].append((v, key_bytes(record_key(rec))))
+    return {f: sorted(v) for f, v in out.items()}
+
+
+def test_index_holds_exactly_the_entries_of_the_stored_values(base_env):
+    """Blind writes of new records and merges of stored ones leave one index entry per indexed value."""
+    from flowcept_dist.core.settings import load_settings
+
+    store = LMDBStore(load_settings())
+    odd = [None, 5, 2.5, True, {"d": 1}, [1, 2], "wf-é", "x" * 450, "FINISHED", "ERROR"]
+    batch = []
+    for i in range(60):
+        batch.append({"type": "task", "task_id": f"t{i}", "workflow_id": odd[i % len(odd)],
+                      "status": ["RUNNING", "FINISHED", "ERROR", 7][i % 4], "campaign_id": odd[(i + 3) % len(odd)],
+                      "parent_task_id": f"t{i - 1}" if i % 3 else None})
+    batch.append({"type": "workflow", "workflow_id": "wf-é", "status": "RUNNING"})
+    store.write_batch(batch[:30])
+    store.write_batch(batch)  # half merges (duplicates), half new
+    assert _index_entries(store) == _expected_entries(store)
+    # updates that change indexed values, mixed with new records in one batch
+    store.write_batch([{"type": "task", "task_id": f"t{i}", "status": "ERROR", "attempt": 2, "workflow_id": "moved"}
+                       for i in range(0, 80, 2)])
+    assert _index_entries(store) == _expected_entries(store)
+    assert store.count({"workflow_id": "moved"}) == 40
+    store.close()
