@@ -36,7 +36,7 @@ from flowcept_dist.stores.base import Store
 from flowcept_dist.stores.merge import merge_records
 from flowcept_dist.stores.query import _MISSING, get_path, run_query, validate_filter
 
-INDEXED_FIELDS = ("workflow_id", "parent_task_id", "campaign_id", "status", "type")
+INDEXED_FIELDS = ("workflow_id", "parent_task_id", "campaign_id", "status", "type")  # _fresh_index_entries spells them out
 #: Sparse indexes: these values are so common that indexing them would cost a write per record and
 #: save nothing at query time (a query for them reads most of the store anyway). Queries on them scan.
 UNINDEXED_VALUES = {"status": frozenset({"FINISHED"}), "type": frozenset({"task", "telemetry"})}
@@ -67,9 +67,55 @@ def _index_value(value, field: str | None = None) -> bytes | None:
     if value is None or isinstance(value, (dict, list)):
         return None
     skip = UNINDEXED_VALUES.get(field) if field is not None else None
-    if skip is not None and value in skip:
+    if skip is not None and isinstance(value, str) and value in skip:
         return None
     return _enc(str(value))[:400]
+
+
+def _fresh_index_entries(fresh: list) -> dict[str, list[tuple[bytes, bytes]]]:
+    """``{field: [(index value, record key), ...]}`` of new records: one pass, the fields spelled out (a loop
+    over fields per record costs more than the rest of the indexing), few objects allocated."""
+    wf: list[tuple[bytes, bytes]] = []
+    parent: list[tuple[bytes, bytes]] = []
+    camp: list[tuple[bytes, bytes]] = []
+    st: list[tuple[bytes, bytes]] = []
+    ty: list[tuple[bytes, bytes]] = []
+    skip_st, skip_ty = UNINDEXED_VALUES["status"], UNINDEXED_VALUES["type"]
+    for k, rec in fresh:
+        g = rec.get
+        v = g("workflow_id")
+        if v is not None:
+            if v.__class__ is str:
+                wf.append((v.encode("utf-8", "surrogatepass")[:400], k))
+            elif (x := _index_value(v)) is not None:
+                wf.append((x, k))
+        v = g("parent_task_id")
+        if v is not None:
+            if v.__class__ is str:
+                parent.append((v.encode("utf-8", "surrogatepass")[:400], k))
+            elif (x := _index_value(v)) is not None:
+                parent.append((x, k))
+        v = g("campaign_id")
+        if v is not None:
+            if v.__class__ is str:
+                camp.append((v.encode("utf-8", "surrogatepass")[:400], k))
+            elif (x := _index_value(v)) is not None:
+                camp.append((x, k))
+        v = g("status")
+        if v is not None:
+            if v.__class__ is str:
+                if v not in skip_st:
+                    st.append((v.encode("utf-8", "surrogatepass")[:400], k))
+            elif (x := _index_value(v, "status")) is not None:
+                st.append((x, k))
+        v = g("type")
+        if v is not None:
+            if v.__class__ is str:
+                if v not in skip_ty:
+                    ty.append((v.encode("utf-8", "surrogatepass")[:400], k))
+            elif (x := _index_value(v, "type")) is not None:
+                ty.append((x, k))
+    return {"workflow_id": wf, "parent_task_id": parent, "campaign_id": camp, "status": st, "type": ty}
 
 
 def _dump(rec: dict) -> bytes:
@@ -299,16 +345,7 @@ class LMDBStore(Store):
                     rec["registered_at"] = now  # merged records are this call's own copies
             # the common case: new records, written blind (no read, no merge)
             puts = [(k, dumps(rec)) for k, rec in fresh]
-            entries: dict[str, list[tuple[bytes, bytes]]] = {}
-            for field in INDEXED_FIELDS:
-                skip = UNINDEXED_VALUES.get(field) or ()
-                vals = [(rec.get(field), k) for k, rec in fresh]
-                got = [(v.encode("utf-8", "surrogatepass")[:400], k) for v, k in vals
-                       if type(v) is str and v not in skip]
-                if len(got) < len(vals):  # numbers and booleans are indexed as str(value); None, dicts, lists not
-                    got += [(_enc(str(v))[:400], k) for v, k in vals
-                            if v is not None and type(v) not in (str, dict, list) and v not in skip]
-                entries[field] = got
+            entries = _fresh_index_entries(fresh)
             changed = len(fresh)
             for key in keys:
                 raw = found.get(key)
