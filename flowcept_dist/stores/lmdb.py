@@ -327,7 +327,7 @@ class LMDBStore(Store):
     def _write(self, env, dbs, merged: dict) -> int:
         """One transaction for the batch: which keys exist is read in one sorted pass (``getmulti``);
         new records are blind writes (no read, no merge), inserted with their index entries in key
-        order by ``putmulti``; only the keys already stored are read, merged and rewritten.
+        order (index entries sorted) by ``putmulti``; only the keys already stored are read, merged and rewritten.
 
         Re-runnable on the same ``merged`` (the caller retries after growing a full map): the only
         change made to it is ``registered_at`` on records that lacked one.
@@ -335,7 +335,9 @@ class LMDBStore(Store):
         now = time.time()
         rdb = dbs["records"]
         dumps, loads = _dump, jsonfmt.loads
-        keys = sorted(merged)  # B-tree inserts in key order touch each page once
+        # batch order, not sorted: captured ids mostly grow, and sorting a batch (tasks before their
+        # workflow's record) left LMDB pages a fifth emptier (bench_scale: 1,135 vs 958 bytes/record)
+        keys = list(merged)
         with env.txn(write=True) as txn:
             cur = txn.cursor(db=rdb)
             found = dict(cur.getmulti(keys)) if keys else {}
@@ -371,9 +373,7 @@ class LMDBStore(Store):
                         entries[field].append((nv, key))
                 changed += 1
             if puts:
-                if found:
-                    puts.sort()
-                cur.putmulti(puts)  # keys are unique and sorted
+                cur.putmulti(puts)  # one call for the batch (keys are unique)
             for field, got in entries.items():
                 if got:
                     got.sort()
