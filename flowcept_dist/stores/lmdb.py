@@ -325,9 +325,9 @@ class LMDBStore(Store):
         raise lmdb.MapFullError(f"the LMDB map at {self.path} is still full after {_MAX_GROWTHS} growths")
 
     def _write(self, env, dbs, merged: dict) -> int:
-        """One transaction for the batch: which keys exist is read in one sorted pass (``getmulti``);
-        new records are blind writes (no read, no merge), inserted with their index entries in key
-        order (index entries sorted) by ``putmulti``; only the keys already stored are read, merged and rewritten.
+        """One transaction for the batch: which keys exist is read in one pass (``getmulti``); new
+        records are blind writes (no read, no merge), inserted by one ``putmulti``, their index entries
+        sorted, one ``putmulti`` per index; only the keys already stored are read, merged and rewritten.
 
         Re-runnable on the same ``merged`` (the caller retries after growing a full map): the only
         change made to it is ``registered_at`` on records that lacked one.
