@@ -194,7 +194,11 @@ def bench_ingest(args, redis_port: int) -> None:
                   f"persisted == produced: {all(r['ok'] for r in runs)}; load {os.getloadavg()[0]:.2f}")
     finally:
         if mongo is not None:
-            mongo.stop()
+            try:
+                mongo.stop()
+            except subprocess.TimeoutExpired:  # the wire server may ignore SIGTERM while busy
+                mongo.proc.kill()
+                mongo.proc.wait(10)
 
 
 def bench_import() -> None:
