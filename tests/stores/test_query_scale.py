@@ -140,4 +140,10 @@ def test_index_holds_exactly_the_entries_of_the_stored_values(base_env):
                        for i in range(0, 80, 2)])
     assert _index_entries(store) == _expected_entries(store)
     assert store.count({"workflow_id": "moved"}) == 40
+    # small batches take the record-by-record path: the same entries
+    store.write_batch([{"type": "task", "task_id": "t2", "status": "FINISHED", "attempt": 5, "workflow_id": 9}])
+    store.write_batch([{"type": "task", "task_id": "n1", "status": "ERROR", "workflow_id": "small", "campaign_id": 3},
+                       {"type": "task", "task_id": "t3", "status": "RUNNING", "parent_task_id": "t2"}])
+    assert _index_entries(store) == _expected_entries(store)
+    assert store.count({"workflow_id": "moved"}) == 39
     store.close()
