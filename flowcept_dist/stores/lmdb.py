@@ -33,7 +33,7 @@ from flowcept_dist.core import jsonfmt
 from flowcept_dist.core.files import FILE_MODE, private_dir
 from flowcept_dist.core.records import record_key
 from flowcept_dist.stores.base import Store
-from flowcept_dist.stores.merge import merge_records
+from flowcept_dist.stores.merge import STATUS_FLAGS, merge_records
 from flowcept_dist.stores.query import _MISSING, get_path, run_query, validate_filter
 
 INDEXED_FIELDS = ("workflow_id", "parent_task_id", "campaign_id", "status", "type")  # _fresh_index_entries spells them out
@@ -315,9 +315,21 @@ class LMDBStore(Store):
 
         # events of one record in the same batch are merged in memory first: one read and one write per key
         merged: dict[bytes, dict] = {}
+        get = merged.get
+        flags = STATUS_FLAGS
         for rec in records:
-            key = key_bytes(record_key(rec))  # ValueError before any write
-            merged[key] = merge_records(merged.get(key), rec)  # (a new record gets its status flag too)
+            raw = record_key(rec).encode("utf-8", "surrogatepass")  # ValueError before any write
+            key = raw if len(raw) <= MAX_KEY_BYTES else key_bytes(raw.decode("utf-8", "surrogatepass"))
+            prev = get(key)
+            if prev is None:  # merge_records(None, rec), inline: a copy with the task's status flag
+                new = dict(rec)
+                if new.get("type") == "task":
+                    flag = flags.get(new.get("status"))  # type: ignore[arg-type]
+                    if flag is not None:
+                        new[flag] = True
+                merged[key] = new
+            else:
+                merged[key] = merge_records(prev, rec)
         env, dbs = self._handles()
         write = self._write if len(merged) > _FEW else self._write_few
         for _ in range(_MAX_GROWTHS):
