@@ -193,14 +193,20 @@ class QueryAPI(ObjectsMixin):
     def workflow_summaries(self, limit: int | None = None) -> list[dict]:
         """One dict per workflow: name, id, tasks, errors, status, started_at, duration_s."""
         out = []
-        for wf in self.workflows(limit=limit):
-            tasks = self.query({"workflow_id": wf["workflow_id"], "type": RecordType.TASK.value},
-                               projection=["status"])
+        wfs = self.workflows(limit=limit)
+        counter = getattr(self.store, "task_counts", None)  # a store that counts from its indexes (LMDB)
+        known = counter([wf["workflow_id"] for wf in wfs]) if counter is not None else {}
+        for wf in wfs:
+            counts = known.get(wf["workflow_id"])
+            if counts is None:
+                tasks = self.query({"workflow_id": wf["workflow_id"], "type": RecordType.TASK.value},
+                                   projection=["status"])
+                counts = (len(tasks), sum(1 for t in tasks if t.get("status") == "ERROR"))
             start, end = wf.get("started_at"), wf.get("ended_at")
             out.append({
                 "name": wf.get("name"), "workflow_id": wf["workflow_id"], "campaign_id": wf.get("campaign_id"),
-                "status": wf.get("status"), "tasks": len(tasks),
-                "errors": sum(1 for t in tasks if t.get("status") == "ERROR"),
+                "status": wf.get("status"), "tasks": counts[0],
+                "errors": counts[1],
                 "started_at": start, "duration_s": (end - start) if (start and end) else None,
             })
         return out

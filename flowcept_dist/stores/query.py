@@ -225,11 +225,55 @@ def apply_sort(docs: list[dict], sort: list[tuple[str, int]]) -> list[dict]:
     return docs
 
 
+class _SortKey:
+    """The sort key of one document for a multi-field sort with per-field directions (``__lt__`` and
+    ``__eq__``: what ``heapq`` needs). Ordering equals :func:`apply_sort`'s (stable sorts, least significant first)."""
+
+    __slots__ = ("keys", "dirs")
+
+    def __init__(self, keys: tuple, dirs: tuple) -> None:
+        self.keys = keys
+        self.dirs = dirs
+
+    def __lt__(self, other: "_SortKey") -> bool:
+        for a, b, d in zip(self.keys, other.keys, self.dirs):
+            if a != b:
+                return (a < b) if d > 0 else (b < a)
+        return False
+
+    def __eq__(self, other: object) -> bool:  # heapq breaks ties by input order only when keys compare equal
+        return isinstance(other, _SortKey) and self.keys == other.keys
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def top_n(docs: Iterable[dict], order: list[tuple[str, int]], n: int) -> list[dict]:
+    """The first ``n`` of ``docs`` sorted by ``order``: equal to ``apply_sort(list(docs), order)[:n]`` (ties keep
+    their input order) in O(len(docs) log n) time and O(n) memory."""
+    import heapq
+
+    if len(order) == 1:
+        field, direction = order[0]
+        if direction > 0:
+            return heapq.nsmallest(n, docs, key=lambda d: _sort_key(get_path(d, field)))
+        # nlargest keeps the first of equal elements too, as a stable sort with reverse=True does
+        return heapq.nlargest(n, docs, key=lambda d: _sort_key(get_path(d, field)))
+    dirs = tuple(d for _, d in order)
+    fields = [f for f, _ in order]
+    return heapq.nsmallest(n, docs, key=lambda d: _SortKey(tuple(_sort_key(get_path(d, f)) for f in fields), dirs))
+
+
 def run_query(docs: Iterable[dict], flt=None, projection=None, sort=None, limit: int | None = None) -> list[dict]:
-    """Filter, sort, limit, then project: the whole query pipeline over an iterable of documents."""
+    """Filter, sort, limit, then project: the whole query pipeline over an iterable of documents.
+
+    With both a sort and a limit only the best ``limit`` matches are kept (a bounded heap), never all of them.
+    """
     order = normalize_sort(sort)
     if limit is not None and (not isinstance(limit, int) or limit < 0):
         raise QueryError(f"limit must be a non-negative integer, got {limit!r}")
+    if order and limit:
+        found = top_n((doc for doc in docs if matches(doc, flt)), order, limit)
+        return [project(d, projection) for d in found]
     out = []
     for doc in docs:
         if matches(doc, flt):
