@@ -113,11 +113,11 @@ def _build(rec: dict, status: str, key, start, end) -> None:
     rec["adapter_id"] = _DASK
     rec["status"] = status
     if start is not None:
-        plugin, started, annotations, rid, deps, spec, used, telemetry = start
+        plugin, started, annotations, rid, deps, activity, spec, used, telemetry = start
         reader = plugin._spec
         rec["started_at"] = started
-        rec["activity_id"] = reader.activity(key, spec) if spec is not None else used[0]
-        inputs = reader.inputs(spec) if spec is not None else used[1]
+        rec["activity_id"] = activity
+        inputs = reader.inputs(spec) if spec is not None else used
         if inputs is not None:
             rec["used"] = inputs
         if deps:
@@ -291,20 +291,19 @@ class FlowceptWorkerPlugin(CapturePlugin, WorkerPlugin):
         """``ready -> executing``: the start tuple, held until the task ends (one record) or has run
         for ``RUNNING_RECORD_DELAY_S`` (a RUNNING record of its own)."""
         spec = ts.run_spec
+        activity = self._spec.activity(key, spec)
         used = None
-        if self._capture_inputs and not _light_args(spec):
-            # arguments given by value (arrays, lists...): bound and described now, never kept
-            inputs = self._spec.inputs(spec)
-            if inputs is not None:
-                inputs = {k: keep_value(v, None, self._max_bytes, self._repr_chars) for k, v in inputs.items()}
-            used = (self._spec.activity(key, spec), inputs)
+        if not self._capture_inputs:
             spec = None
-        elif not self._capture_inputs:
-            used = (self._spec.activity(key, spec), None)
+        elif not _light_args(spec):
+            # arguments given by value (arrays, lists...): bound and described now, never kept
+            used = self._spec.inputs(spec)
+            if used is not None:
+                used = {k: keep_value(v, None, self._max_bytes, self._repr_chars) for k, v in used.items()}
             spec = None
         deps = [d.key for d in ts.dependencies] if ts.dependencies else None
         s = p.sampler
-        self._started[key] = (self, time.time(), ts.annotations, run_attempt(ts), deps, spec, used,
+        self._started[key] = (self, time.time(), ts.annotations, run_attempt(ts), deps, activity, spec, used,
                               s.latest if s is not None else None)
         if not self._running_check_pending:
             self._running_check_pending = True
