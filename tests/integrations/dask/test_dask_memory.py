@@ -111,6 +111,21 @@ def test_results_are_freed_once_released_while_records_still_wait(base_env):
         store.close()
 
 
+def test_spilled_results_leave_memory_while_records_still_wait(base_env):
+    LIVE.clear()
+    with _cluster(False) as cluster, distributed.Client(cluster) as client:
+        fdask.instrument(client)
+        worker = next(iter(cluster.workers.values()))
+        with _Held(cluster):
+            fut = client.submit(make_array, 4, pure=False)
+            distributed.wait(fut)
+            assert live_arrays() == 1
+            worker.data.evict()  # Dask's memory manager spills it: the in-memory copy must go
+            assert fut.key not in worker.data.fast and fut.key in worker.data.slow
+            poll_for(lambda: live_arrays() == 0, 20, message="the spilled result leaving memory")
+        assert float(fut.result().sum()) == 4 * MB / 8  # read back from disk by Dask itself
+
+
 def _hold_export(dask_worker):
     return dask_worker.plugins["flowcept-worker"].pipeline.processor._export_lock.acquire(timeout=10)
 
