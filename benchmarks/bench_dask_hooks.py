@@ -226,9 +226,9 @@ def main() -> int:
     args = ap.parse_args()
     n = args.tasks or (10_000 if args.quick else 50_000)
     reps = args.repeats or (5 if args.quick else 7)
-    import flowcept_dist
-
     import tempfile
+
+    import flowcept_dist
 
     os.environ["FLOWCEPT_TRANSPORT_STATS_DIR"] = tempfile.mkdtemp(prefix="bench-dask-hooks-")
     print(f"plugins from {os.path.dirname(os.path.dirname(flowcept_dist.__file__))}; {n:,} tasks x {reps} "

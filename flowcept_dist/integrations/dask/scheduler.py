@@ -92,7 +92,7 @@ def _build_finished(rec: dict, key, startstops, now, worker, annotations, rid, k
     if known:
         link_fields(rec, annotations)
         if rid is not None:
-            entry = {"status": _FINISHED}
+            entry: dict = {"status": _FINISHED}
             if begun is not None:
                 entry["started_at"] = begun
             entry["ended_at"] = ended

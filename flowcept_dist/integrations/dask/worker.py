@@ -137,7 +137,7 @@ def _build(rec: dict, status: str, key, start, end) -> None:
     rec["ended_at"] = ended
     rec["address"] = address
     link_fields(rec, annotations)
-    entry = {"status": status}
+    entry: dict = {"status": status}
     if begun is not None:
         rec["started_at"] = begun
         entry["started_at"] = begun
