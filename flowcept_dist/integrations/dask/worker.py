@@ -32,10 +32,16 @@ Every ``telemetry.interval_s`` the worker's resource sample is also stored as a 
 ``telemetry`` carrying this worker's ``address``.
 
 Threading: ``transition`` runs on the worker's event loop for every task state change. It
-returns at once for states it does not watch; otherwise it builds one dict and enqueues it.
-Values (arguments, results) are taken by reference; binding arguments to parameter names and
-sanitizing happen later on the pipeline's own thread; a spilled result is not read back from disk. Hooks never raise: errors are logged once
-and counted in ``hook_errors``.
+returns at once for states it does not watch; otherwise it takes a small tuple (times,
+annotations, run id, dependency keys, the result as :func:`~.common.keep_value` describes it) and
+enqueues it; the record itself is built on the pipeline's thread (the ``_complete`` hook of
+:mod:`flowcept_dist.core.batching`). Capture is invisible to Dask's memory manager: a task's result
+and its arguments are never kept past the transition unless they are numbers or short strings
+(arrays are described from metadata, other objects sanitized at once, values Dask sizes above
+twice ``capture.max_value_bytes`` summarized from ``nbytes``); arguments that are numbers, short
+strings or other tasks' results are bound to parameter names later, on the pipeline's thread. A
+spilled result is not read back from disk. Hooks never raise: errors are logged once and counted
+in ``hook_errors``.
 """
 
 from __future__ import annotations
