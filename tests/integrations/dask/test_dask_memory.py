@@ -9,8 +9,10 @@ process test counts, inside each worker process, the live arrays its tasks made.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
+import time
 import weakref
 
 import pytest
@@ -22,6 +24,8 @@ np = pytest.importorskip("numpy")
 import flowcept_dist.dask as fdask
 from flowcept_dist.core.settings import load_settings
 from flowcept_dist.stores.lmdb import LMDBStore
+from scheduler_plugins.dask import FlowceptSchedulerPlugin
+from worker_plugins.dask import FlowceptWorkerPlugin
 
 MB = 1 << 20
 #: arrays made by this module's tasks in this process (weak: they do not keep them alive)
@@ -197,3 +201,57 @@ def test_worker_process_frees_released_results_and_its_memory(base_env):
         assert fdask.flush(client, 20)
         st = client.run(lambda dask_worker: dask_worker.plugins["flowcept-worker"].stats)
         assert all(s["hook_errors"] == 0 and s["dropped_total"] == 0 for s in st.values())
+
+
+# -- the failure mode of distributed's own test_steal.py::test_cleanup_repeated_tasks, with our plugins
+# registered as a user would: object results moved between workers by work stealing must be gone as
+# soon as Dask has dropped them (no flush, no wait for the pipeline's thread)
+
+class Token:
+    pass
+
+
+def make_token():
+    return Token()
+
+
+def pass_on(x):
+    end = time.monotonic() + 0.02  # simulated work, long enough for stealing to move tasks
+    while time.monotonic() < end:
+        pass
+    return x
+
+
+def test_objects_moved_by_work_stealing_are_freed_as_soon_as_dask_drops_them(base_env):
+    from distributed.utils_test import gen_cluster
+
+    @gen_cluster(client=True, nthreads=[("127.0.0.1", 3)] * 2,
+                 config={"distributed.scheduler.work-stealing-interval": "20ms"})
+    async def run(c, s, a, b):
+        await c.register_plugin(FlowceptSchedulerPlugin())
+        await c.register_plugin(FlowceptWorkerPlugin())
+        # the pipeline's thread is kept busy (its export lock held): records wait in its queue
+        lock = a.plugins["flowcept-worker"].pipeline.processor._export_lock
+        assert lock.acquire(timeout=10)
+        try:
+            objects = [c.submit(make_token, pure=False, workers=a.address) for _ in range(40)]
+            x = c.map(pass_on, objects, workers=a.address, allow_other_workers=True)
+            del objects
+            await distributed.wait(x)
+            assert a.data and len(a.data) + len(b.data) >= 40
+            ws = weakref.WeakSet()
+            ws.update(a.data.values())
+            ws.update(b.data.values())
+            assert len(ws) >= 40
+            del x
+            deadline = time.monotonic() + 10
+            while a.data or b.data:
+                assert time.monotonic() < deadline, "Dask did not release the results"
+                await asyncio.sleep(0.01)
+            gc.collect()
+            assert not list(ws)  # nothing of ours keeps them alive
+            assert a.plugins["flowcept-worker"].hook_errors == 0
+        finally:
+            lock.release()
+
+    run()
