@@ -3,6 +3,8 @@ workflow fields from annotations, compute times, error text. Hot path: keep thes
 
 from __future__ import annotations
 
+from flowcept_dist.core.sanitize import Summary, detach, sanitize, type_name
+
 #: Dask annotation keys read by both plugins
 WORKFLOW_ANNOTATION = "flowcept_workflow_id"
 CAMPAIGN_ANNOTATION = "flowcept_campaign_id"
@@ -114,8 +116,6 @@ def keep_value(value, nbytes, max_bytes: int = 65536, repr_chars: int = 200):
     t = type(value)
     if t in _SCALARS or (t is str and len(value) <= max_bytes // 4):
         return value
-    from flowcept_dist.core.sanitize import Summary, detach, sanitize, type_name
-
     try:
         if t not in _CONTAINERS:
             kept = detach(value, max_bytes, repr_chars)  # O(1) for anything but a container
