@@ -59,17 +59,20 @@ def noop(i):
     return i
 
 
-def _cpu_seconds(pids) -> float:
-    """CPU time (user+system) of this process (client and in-process schedulers) and ``pids``."""
+def _cpu_parts(roles: dict) -> dict:
+    """CPU time (user+system) per role: ``{"client+scheduler": ..., role: sum over its pids}``."""
     import psutil
 
-    total = sum(psutil.Process().cpu_times()[:2])
-    for pid in pids:
-        try:
-            total += sum(psutil.Process(pid).cpu_times()[:2])
-        except psutil.Error:
-            pass
-    return total
+    out = {"client+scheduler": sum(psutil.Process().cpu_times()[:2])}
+    for role, pids in roles.items():
+        total = 0.0
+        for pid in pids:
+            try:
+                total += sum(psutil.Process(pid).cpu_times()[:2])
+            except psutil.Error:
+                pass
+        out[role] = total
+    return out
 
 
 class Drain:
@@ -154,7 +157,9 @@ class ModeCluster:
             instrument(self.client, settings=overrides)
             self.store = open_store(load_settings(overrides=overrides))
         wait(self.client.map(noop, range(200), pure=False))  # warm-up: imports, connections
-        self.pids = list(self.client.run(os.getpid).values()) + extra
+        self.roles = {"workers": list(self.client.run(os.getpid).values())}
+        if extra:
+            self.roles.update({"consumer": extra[:1], "redis-server": extra[1:]})
 
     def run(self, wl: str, n: int) -> dict:
         import dask
@@ -163,13 +168,14 @@ class ModeCluster:
         func = busy_1ms if wl == "busy_1ms" else noop
         wf = f"bench-{self.mode}-{wl}-{uuid.uuid4().hex[:8]}"
         with dask.annotate(flowcept_workflow_id=wf):  # the same annotation in every mode
-            c0 = _cpu_seconds(self.pids)
+            c0 = _cpu_parts(self.roles)
             t0 = time.perf_counter()
             futures = self.client.map(func, range(n), pure=False)
             wait(futures)
             t1 = time.perf_counter()
-            c1 = _cpu_seconds(self.pids)
-        res = {"seconds": t1 - t0, "cpu": c1 - c0}
+            c1 = _cpu_parts(self.roles)
+        parts = {role: c1[role] - c0[role] for role in c0}
+        res = {"seconds": t1 - t0, "cpu": sum(parts.values()), "cpu_parts": parts}
         if self.store is not None:
             # futures are released after the drain: their release is work for the cluster of its own
             drain = Drain(self.store, [f.key for f in futures], wf)
@@ -368,6 +374,27 @@ def _overhead_rows(runs: list[dict], modes, labels: dict, base: str, n: int, log
                 f"{cpu_over:>7} {drain:>12} {persisted:>10}")
 
 
+def _cpu_rows(runs: list[dict], modes, labels: dict, n: int, log) -> None:
+    """CPU per task by process (medians): where a captured mode's extra CPU goes."""
+    import statistics
+
+    roles = ("client+scheduler", "workers", "consumer", "redis-server")
+    log("\nCPU per task by process, median (us/task); client+scheduler is this process (it also hosts the other "
+        "modes' idle clusters)")
+    log(f"{'workload':<9} {'mode':<30} " + " ".join(f"{r:>17}" for r in roles) + f" {'total':>9}")
+    for wl in WORKLOADS:
+        for mode in modes:
+            rs = [r for r in runs if r["wl"] == wl and r["mode"] == mode and "cpu_parts" in r]
+            if not rs:
+                continue
+            cells = []
+            for role in roles:
+                vals = [r["cpu_parts"][role] for r in rs if role in r["cpu_parts"]]
+                cells.append(f"{statistics.median(vals) / n * 1e6:>17.0f}" if vals else f"{'-':>17}")
+            total = statistics.median(r["cpu"] for r in rs) / n * 1e6
+            log(f"{wl:<9} {labels[mode]:<30} " + " ".join(cells) + f" {total:>9.0f}")
+
+
 def report(n: int, repeats: int, runs: list[dict], dropped: dict, fc103: dict | None, log) -> None:
     log("")
     log(f"Results: {n} tasks per workload, {repeats} repetitions (modes take turns per workload); "
@@ -376,6 +403,7 @@ def report(n: int, repeats: int, runs: list[dict], dropped: dict, fc103: dict | 
               "redis": "flowcept_dist redis+consumer"}
     _overhead_rows(runs, [m for m in MODES if any(r["mode"] == m for r in runs)], labels, "plain", n, log)
     log(f"records dropped by the capture pipelines: {({m: v for m, v in dropped.items() if m != 'plain'})}")
+    _cpu_rows(runs, [m for m in MODES if any(r["mode"] == m for r in runs)], labels, n, log)
     if fc103:
         v = fc103["versions"]
         log(f"\nFlowcept {v['flowcept']} worker plugin on dask/distributed {v['distributed']}, against plain Dask "

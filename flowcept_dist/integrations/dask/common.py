@@ -3,6 +3,8 @@ workflow fields from annotations, compute times, error text. Hot path: keep thes
 
 from __future__ import annotations
 
+from flowcept_dist.core.sanitize import Summary, detach, sanitize, type_name
+
 #: Dask annotation keys read by both plugins
 WORKFLOW_ANNOTATION = "flowcept_workflow_id"
 CAMPAIGN_ANNOTATION = "flowcept_campaign_id"
@@ -85,10 +87,47 @@ def run_attempt(ts) -> int | None:
 def attempt_fields(rec: dict, ts, status: str, **detail) -> None:
     """Stamp ``attempt`` and this attempt's entry in ``attempts`` (a dict keyed by the attempt, so the
     entries of several attempts merge side by side)."""
-    rid = run_attempt(ts)
+    attempt_entry(rec, run_attempt(ts), status, **detail)
+
+
+def attempt_entry(rec: dict, rid: int | None, status: str, **detail) -> None:
+    """:func:`attempt_fields` from the run id itself (taken on the event loop, stamped later)."""
     if rid is None:
         return
     rec["attempt"] = rid
     entry = {"status": status}
     entry.update({k: v for k, v in detail.items() if v is not None})
     rec["attempts"] = {str(rid): entry}
+
+
+_SCALARS = frozenset({type(None), bool, int, float})
+_CONTAINERS = frozenset({dict, list, tuple, set, frozenset})
+
+
+def keep_value(value, nbytes, max_bytes: int = 65536, repr_chars: int = 200):
+    """What a hook may keep of a task's result or argument until the pipeline's thread records it:
+    never the object itself unless it is a number or a short string, so capture never extends the
+    life of Dask's data (Dask's memory manager does not see what we would hold).
+
+    Arrays, tensors, frames and buffers are described from metadata (O(1), no data read); a value
+    Dask sizes (``nbytes``, its own estimate) above twice ``max_value_bytes`` becomes a short
+    summary without being walked; anything else is sanitized now, as the pipeline would have done.
+    Event loop; never raises."""
+    t = type(value)
+    if t in _SCALARS or (t is str and len(value) <= max_bytes // 4):
+        return value
+    try:
+        if t not in _CONTAINERS:
+            kept = detach(value, max_bytes, repr_chars)  # O(1) for anything but a container
+            if isinstance(kept, Summary):  # arrays, tensors, frames, buffers, long strings: metadata only
+                return dict(kept)
+        if nbytes is not None and nbytes > 2 * max_bytes:
+            out = {"type": type_name(value), "nbytes": int(nbytes), "truncated": "max_value_bytes"}
+            try:
+                out["size"] = len(value)
+            except Exception:
+                pass
+            return out
+        return sanitize(value, max_bytes, repr_chars)[0]
+    except Exception as exc:
+        return {"type": type(value).__name__, "error": f"could not summarize: {type(exc).__name__}"}

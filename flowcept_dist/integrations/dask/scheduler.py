@@ -60,6 +60,48 @@ _WATCHED = frozenset({"memory", "erred", "forgotten"})
 IDLE_FLUSH_DELAY_S = 0.05
 
 
+def _build_submitted(rec: dict, key, activity, now, annotations, deps, dependents) -> None:
+    """On the pipeline's thread: a SUBMITTED record (``activity`` None: a task already known, of
+    which only the edges can be new)."""
+    rec["type"] = _TASK
+    rec["task_id"] = task_id(key)
+    if activity is not None:
+        rec["adapter_id"] = _DASK
+        rec["status"] = _SUBMITTED
+        rec["submitted_at"] = now
+        rec["activity_id"] = activity
+    link_fields(rec, annotations)
+    if deps:
+        rec["dependencies"] = [task_id(k) for k in deps]
+    if dependents:
+        rec["dependents"] = [task_id(k) for k in dependents]
+
+
+def _build_finished(rec: dict, key, startstops, now, worker, annotations, rid, known) -> None:
+    """On the pipeline's thread: the FINISHED record of ``processing -> memory``."""
+    begun, ended = compute_times(startstops)
+    rec["type"] = _TASK
+    rec["task_id"] = task_id(key)
+    rec["status"] = _FINISHED
+    rec["adapter_id"] = _DASK
+    rec["ended_at"] = ended = ended or now
+    if begun is not None:
+        rec["started_at"] = begun
+    if worker:
+        rec["address"] = worker
+    if known:
+        link_fields(rec, annotations)
+        if rid is not None:
+            entry: dict = {"status": _FINISHED}
+            if begun is not None:
+                entry["started_at"] = begun
+            entry["ended_at"] = ended
+            if worker is not None:
+                entry["address"] = worker
+            rec["attempt"] = rid
+            rec["attempts"] = {str(rid): entry}
+
+
 class FlowceptSchedulerPlugin(CapturePlugin, SchedulerPlugin):
     """Records tasks from the scheduler's point of view. See the module docstring.
 
@@ -118,6 +160,8 @@ class FlowceptSchedulerPlugin(CapturePlugin, SchedulerPlugin):
 
     # -- hooks (event loop; must not block or raise) ---------------------------------
     def update_graph(self, scheduler, *, tasks=None, **kwargs) -> None:
+        """Event loop, once per graph: one small tuple per task (its key, state, annotations and
+        edges as keys); the SUBMITTED records are built on the pipeline's thread. Never raises."""
         p = self.pipeline
         if p is None or not tasks:
             return
@@ -125,30 +169,26 @@ class FlowceptSchedulerPlugin(CapturePlugin, SchedulerPlugin):
             now = time.time()
             emit = p.emit
             known = scheduler.tasks
-            activity = self._spec.activity
             inflight = self._inflight
+            reader = self._spec
             for key in tasks:
                 ts = known.get(key)
                 if ts is None:
                     continue
-                tid = task_id(key)
+                spec = None
                 if ts.state == "released" and ts.run_spec is not None:
-                    rec = {"type": _TASK, "task_id": tid, "adapter_id": _DASK, "status": _SUBMITTED,
-                           "submitted_at": now, "activity_id": activity(key, ts.run_spec)}
-                    link_fields(rec, ts.annotations)
+                    spec = ts.run_spec
                     inflight[key] = ts.annotations
-                else:  # already known: only its edges can be new
-                    rec = {"type": _TASK, "task_id": tid}
-                    link_fields(rec, ts.annotations)
-                if ts.dependencies:
-                    rec["dependencies"] = [task_id(d.key) for d in ts.dependencies]
-                if ts.dependents:
-                    rec["dependents"] = [task_id(d.key) for d in ts.dependents]
-                emit(rec)
+                deps = [d.key for d in ts.dependencies] if ts.dependencies else None
+                dependents = [d.key for d in ts.dependents] if ts.dependents else None
+                activity = reader.activity(key, spec) if spec is not None else None
+                emit({"_complete": (_build_submitted, key, activity, now, ts.annotations, deps, dependents)})
         except Exception as exc:
             self._error("update_graph hook failed", exc)
 
     def transition(self, key, start, finish, *args, **kwargs) -> None:
+        """Event loop, every task state change: never blocks or raises. A task's end is taken as a
+        small tuple; its record is built on the pipeline's thread."""
         if finish not in _WATCHED:
             if start == "processing" and finish == "released" and self.pipeline is not None:
                 ts = self.scheduler.tasks.get(key) if self.scheduler is not None else None
@@ -160,24 +200,16 @@ class FlowceptSchedulerPlugin(CapturePlugin, SchedulerPlugin):
         if p is None:
             return
         try:
-            ts = self.scheduler.tasks.get(key) if self.scheduler is not None else None
             if finish == "memory":
                 if start != "processing":
                     return  # scattered data, not a task
+                ts = self.scheduler.tasks.get(key) if self.scheduler is not None else None
                 self._inflight.pop(key, None)
-                self._last_run.pop(key, None)
-                begun, ended = compute_times(kwargs.get("startstops"))
-                rec = {"type": _TASK, "task_id": task_id(key), "status": _FINISHED, "adapter_id": _DASK,
-                       "ended_at": ended or time.time()}
-                if begun is not None:
-                    rec["started_at"] = begun
-                worker = kwargs.get("worker")
-                if worker:
-                    rec["address"] = worker
-                if ts is not None:
-                    link_fields(rec, ts.annotations)
-                    attempt_fields(rec, ts, _FINISHED, started_at=begun, ended_at=rec["ended_at"], address=worker)
-                p.emit(rec)
+                if self._last_run:
+                    self._last_run.pop(key, None)
+                p.emit({"_complete": (_build_finished, key, kwargs.get("startstops"), time.time(),
+                                      kwargs.get("worker"), ts.annotations if ts is not None else None,
+                                      run_attempt(ts), ts is not None)})
             elif finish == "erred":
                 self._inflight.pop(key, None)
                 self._last_run.pop(key, None)
@@ -194,7 +226,8 @@ class FlowceptSchedulerPlugin(CapturePlugin, SchedulerPlugin):
                     rec["attempts"] = {str(rid): {"status": _ERROR, "exception": "CancelledError"}}
                 p.emit(rec)
             else:
-                self._last_run.pop(key, None)
+                if self._last_run:
+                    self._last_run.pop(key, None)
                 return
             self._ended += 1
             if not self._inflight and not self._idle_check_pending:

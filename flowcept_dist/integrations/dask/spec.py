@@ -14,6 +14,7 @@ from flowcept_dist.integrations.dask.common import task_id
 log = logging.getLogger(__name__)
 
 _CO_VARARGS = inspect.CO_VARARGS
+_PLAIN = frozenset({type(None), bool, int, float, str})
 
 
 class SpecReader:
@@ -118,6 +119,8 @@ class SpecReader:
 
     def arg(self, a):
         """One argument as recorded: task results become task ids, data nodes their value."""
+        if type(a) in _PLAIN:
+            return a
         ts = self._ts
         if isinstance(a, ts.TaskRef):
             return task_id(a.key)
@@ -138,7 +141,7 @@ class SpecReader:
     def inputs(self, spec) -> dict | None:
         ts = self._ts
         try:
-            if isinstance(spec, ts.Task) and not isinstance(spec, ts.NestedContainer):
+            if type(spec) is ts.Task or (isinstance(spec, ts.Task) and not isinstance(spec, ts.NestedContainer)):
                 arg = self.arg
                 if spec.func is self._subgraph:  # fused blockwise: (subgraph, outkey, inkeys, *inputs)
                     return {f"arg{i}": arg(a) for i, a in enumerate(spec.args[3:])}

@@ -32,10 +32,16 @@ Every ``telemetry.interval_s`` the worker's resource sample is also stored as a 
 ``telemetry`` carrying this worker's ``address``.
 
 Threading: ``transition`` runs on the worker's event loop for every task state change. It
-returns at once for states it does not watch; otherwise it builds one dict and enqueues it.
-Values (arguments, results) are taken by reference; binding arguments to parameter names and
-sanitizing happen later on the pipeline's own thread; a spilled result is not read back from disk. Hooks never raise: errors are logged once
-and counted in ``hook_errors``.
+returns at once for states it does not watch; otherwise it takes a small tuple (times,
+annotations, run id, dependency keys, the result as :func:`~.common.keep_value` describes it) and
+enqueues it; the record itself is built on the pipeline's thread (the ``_complete`` hook of
+:mod:`flowcept_dist.core.batching`). Capture is invisible to Dask's memory manager: a task's result
+and its arguments are never kept past the transition unless they are numbers or short strings
+(arrays are described from metadata, other objects sanitized at once, values Dask sizes above
+twice ``capture.max_value_bytes`` summarized from ``nbytes``); arguments that are numbers, short
+strings or other tasks' results are bound to parameter names later, on the pipeline's thread. A
+spilled result is not read back from disk. Hooks never raise: errors are logged once and counted
+in ``hook_errors``.
 """
 
 from __future__ import annotations
@@ -44,16 +50,18 @@ import logging
 import time
 from typing import Any
 
+from dask._task_spec import TaskRef
 from distributed import WorkerPlugin
 
 from flowcept_dist.core.records import AdapterId, RecordType, Status
 from flowcept_dist.integrations.dask.common import (
     UNNAMED_OUTPUT,
     WORKER_PLUGIN_NAME,
-    attempt_fields,
     compute_times,
     error_fields,
+    keep_value,
     link_fields,
+    run_attempt,
     task_id,
 )
 from flowcept_dist.integrations.dask.plugin import CapturePlugin
@@ -68,7 +76,11 @@ _FINISHED = Status.FINISHED.value
 _ERROR = Status.ERROR.value
 _RUN_STATES = frozenset({"executing", "long-running"})
 _WATCHED = frozenset({"executing", "memory", "error"})
-_SPILLED = object()
+_NOTHING = object()  # outputs not captured
+#: argument types the spec may keep while it waits for the pipeline's thread (besides short strings)
+_LIGHT = frozenset({type(None), bool, int, float, TaskRef})
+_SHORT_STR = 1024
+_DICT_ITEMS = 64
 #: how long a worker must stay idle before its queued records are pushed out early
 IDLE_FLUSH_DELAY_S = 0.2
 #: a task still running after this long gets a RUNNING record of its own; a shorter task's start
@@ -76,11 +88,79 @@ IDLE_FLUSH_DELAY_S = 0.2
 RUNNING_RECORD_DELAY_S = 0.25
 
 
-def _bind_inputs(rec: dict, reader: SpecReader, spec) -> None:
-    """On the pipeline's thread: the task's arguments, bound to parameter names, as ``used``."""
-    used = reader.inputs(spec)
-    if used is not None:
-        rec["used"] = used
+def _light_args(spec) -> bool:
+    """Whether a task's arguments are all cheap to keep (numbers, short strings, references to other
+    tasks): then the spec can ride to the pipeline's thread, which binds them. Anything else (an
+    array or a list given by value) is bound and described at once, so capture never keeps it."""
+    args = getattr(spec, "args", None)
+    if type(args) is not tuple:
+        return False
+    for a in args:
+        t = type(a)
+        if t not in _LIGHT and not (t is str and len(a) <= _SHORT_STR):
+            return False
+    kwargs = spec.kwargs
+    if kwargs:
+        for a in kwargs.values():
+            t = type(a)
+            if t not in _LIGHT and not (t is str and len(a) <= _SHORT_STR):
+                return False
+    return True
+
+
+def _build(rec: dict, status: str, key, start, end) -> None:
+    """On the pipeline's thread (the ``_complete`` hook): the task record from what the hooks took.
+
+    ``start``: the tuple taken at ``ready -> executing`` (None: the plugin started during the task);
+    ``end``: the tuple taken at the terminal transition (None for a RUNNING record). The terminal
+    event's fields win over the start's (status, compute times, attempt, telemetry_at_end)."""
+    rec["type"] = _TASK
+    rec["task_id"] = task_id(key)
+    rec["adapter_id"] = _DASK
+    rec["status"] = status
+    if start is not None:
+        plugin, started, annotations, rid, deps, activity, spec, used, telemetry = start
+        reader = plugin._spec
+        rec["started_at"] = started
+        rec["activity_id"] = activity
+        inputs = reader.inputs(spec) if spec is not None else used
+        if inputs is not None:
+            rec["used"] = inputs
+        if deps:
+            rec["dependencies"] = [d if type(d) is str else str(d) for d in deps]
+        if telemetry is not None:
+            rec["telemetry_at_start"] = telemetry
+        if end is None:
+            address = plugin._address
+            rec["address"] = address
+            link_fields(rec, annotations)
+            if rid is not None:
+                rec["attempt"] = rid
+                rec["attempts"] = {str(rid): {"status": status, "started_at": started, "address": address}}
+            return
+    plugin, begun, ended, annotations, rid, out, telemetry = end
+    address = plugin._address
+    rec["ended_at"] = ended
+    rec["address"] = address
+    link_fields(rec, annotations)
+    entry: dict = {"status": status}
+    if begun is not None:
+        rec["started_at"] = begun
+        entry["started_at"] = begun
+    entry["ended_at"] = ended
+    entry["address"] = address
+    if status == _ERROR:
+        exc_text, tb_text = out
+        error_fields(rec, exc_text, tb_text)
+        if exc_text:
+            entry["exception"] = exc_text  # each attempt's error is kept, whatever the later ones do
+    elif out is not _NOTHING:
+        rec["generated"] = out
+    if rid is not None:
+        rec["attempt"] = rid
+        rec["attempts"] = {str(rid): entry}
+    if telemetry is not None:
+        rec["telemetry_at_end"] = telemetry
 
 
 class FlowceptWorkerPlugin(CapturePlugin, WorkerPlugin):
@@ -107,6 +187,8 @@ class FlowceptWorkerPlugin(CapturePlugin, WorkerPlugin):
         self._ended = 0  # tasks ended here: the idle check looks for a quiet period, not a snapshot
         self._started: dict = {}  # key -> RUNNING record not emitted yet (event loop thread only)
         self._running_check_pending = False
+        self._capture_inputs = self._capture_outputs = False
+        self._max_bytes, self._repr_chars = 65536, 200
 
     # -- lifecycle -------------------------------------------------------------------
     def setup(self, worker) -> None:
@@ -129,6 +211,8 @@ class FlowceptWorkerPlugin(CapturePlugin, WorkerPlugin):
             self.pipeline = acquire_pipeline(settings, role="dask-worker", context={"address": worker.address})
             self._capture_inputs = self.pipeline.capture_inputs
             self._capture_outputs = self.pipeline.capture_outputs
+            self._max_bytes = settings.capture.max_value_bytes
+            self._repr_chars = settings.capture.max_repr_chars
         except Exception as exc:
             self._error("could not start capture on a Dask worker", exc)
             self.pipeline = None
@@ -137,8 +221,8 @@ class FlowceptWorkerPlugin(CapturePlugin, WorkerPlugin):
         """Flush and stop the pipeline off the event loop (bounded by ``transport.shutdown_timeout_s``)."""
         p, self.pipeline = self.pipeline, None
         if p is not None:
-            for rec in self._started.values():  # still running as the worker closes
-                p.emit(rec)
+            for key, st in self._started.items():  # still running as the worker closes
+                p.emit({"_complete": (_build, _RUNNING, key, st, None)})
             self._started.clear()
             self._last_stats = p.stats
             await self._stop_off_loop(p)
@@ -150,22 +234,36 @@ class FlowceptWorkerPlugin(CapturePlugin, WorkerPlugin):
 
     # -- hook (event loop; must not block or raise) ----------------------------------
     def transition(self, key, start, finish, **kwargs) -> None:
+        """Event loop, every task state change: never blocks or raises.
+
+        For the states it watches it takes a small tuple of what the task state says now (times,
+        annotations, run id, the result described by :func:`keep_value`) and enqueues it; the
+        record is built on the pipeline's thread. Task results and arguments are never kept."""
         if finish not in _WATCHED:
             return
         p = self.pipeline
         if p is None:
             return
         try:
+            ts = self._tasks.get(key)
+            if ts is None:
+                return
             if finish == "executing":
-                self._running(p, key)
+                self._running(p, key, ts)
             elif start in _RUN_STATES:  # memory/error after a fetch is not this worker's run
-                ts = self._tasks.get(key)
-                if ts is None:
-                    return
+                begun, ended = compute_times(ts.startstops)
+                if ended is None:
+                    ended = time.time()
                 if finish == "memory":
-                    self._finished(p, key, ts)
+                    status = _FINISHED
+                    out = self._output(key, ts) if self._capture_outputs else _NOTHING
                 else:
-                    self._failed(p, key, ts)
+                    status = _ERROR
+                    out = (ts.exception_text, ts.traceback_text)
+                s = p.sampler
+                end = (self, begun, ended, ts.annotations, run_attempt(ts), out,
+                       s.latest if s is not None else None)
+                p.emit({"_complete": (_build, status, key, self._started.pop(key, None), end)})
                 self._ended += 1
                 if not self._idle_check_pending:
                     self._idle_check_pending = True
@@ -195,25 +293,24 @@ class FlowceptWorkerPlugin(CapturePlugin, WorkerPlugin):
             self._idle_check_pending = False
             self._error("idle flush failed", exc)
 
-    def _running(self, p, key) -> None:
-        ts = self._tasks.get(key)
-        if ts is None:
-            return
+    def _running(self, p, key, ts) -> None:
+        """``ready -> executing``: the start tuple, held until the task ends (one record) or has run
+        for ``RUNNING_RECORD_DELAY_S`` (a RUNNING record of its own)."""
         spec = ts.run_spec
-        now = time.time()
-        rec = {"type": _TASK, "task_id": task_id(key), "adapter_id": _DASK, "status": _RUNNING,
-               "started_at": now, "activity_id": self._spec.activity(key, spec), "address": self._address}
-        link_fields(rec, ts.annotations)
-        attempt_fields(rec, ts, _RUNNING, started_at=now, address=self._address)
-        if self._capture_inputs:
-            # binding runs on the pipeline's thread (BatchProcessor's "_complete" hook), not here
-            rec["_complete"] = (_bind_inputs, self._spec, spec)
-        if ts.dependencies:
-            rec["dependencies"] = [task_id(d.key) for d in ts.dependencies]
+        activity = self._spec.activity(key, spec)
+        used = None
+        if not self._capture_inputs:
+            spec = None
+        elif not _light_args(spec):
+            # arguments given by value (arrays, lists...): bound and described now, never kept
+            used = self._spec.inputs(spec)
+            if used is not None:
+                used = {k: keep_value(v, None, self._max_bytes, self._repr_chars) for k, v in used.items()}
+            spec = None
+        deps = [d.key for d in ts.dependencies] if ts.dependencies else None
         s = p.sampler
-        if s is not None:
-            rec["telemetry_at_start"] = s.latest
-        self._started[key] = rec
+        self._started[key] = (self, time.time(), ts.annotations, run_attempt(ts), deps, activity, spec, used,
+                              s.latest if s is not None else None)
         if not self._running_check_pending:
             self._running_check_pending = True
             self.worker.loop.call_later(RUNNING_RECORD_DELAY_S, self._emit_long_running)
@@ -227,62 +324,32 @@ class FlowceptWorkerPlugin(CapturePlugin, WorkerPlugin):
             return
         try:
             limit = time.time() - RUNNING_RECORD_DELAY_S
-            for key in [k for k, rec in started.items() if rec["started_at"] <= limit]:
-                p.emit(started.pop(key))
+            for key in [k for k, st in started.items() if st[1] <= limit]:
+                p.emit({"_complete": (_build, _RUNNING, key, started.pop(key), None)})
             if started:
                 self._running_check_pending = True
                 self.worker.loop.call_later(RUNNING_RECORD_DELAY_S, self._emit_long_running)
         except Exception as exc:
             self._error("emitting RUNNING records failed", exc)
 
-    def _with_start(self, key, rec: dict) -> dict:
-        """``rec`` (a terminal event) merged over the task's held-back RUNNING record, if any."""
-        start = self._started.pop(key, None)
-        if start is None:
-            return rec
-        start.update(rec)  # the terminal event wins: status, compute times, telemetry_at_end...
-        return start
-
-    def _end_record(self, p, key, ts, status) -> dict:
-        begun, ended = compute_times(ts.startstops)
-        rec = {"type": _TASK, "task_id": task_id(key), "adapter_id": _DASK, "status": status,
-               "ended_at": ended or time.time(), "address": self._address}
-        if begun is not None:
-            rec["started_at"] = begun
-        link_fields(rec, ts.annotations)
-        attempt_fields(rec, ts, status, started_at=begun, ended_at=rec["ended_at"], address=self._address)
-        s = p.sampler
-        if s is not None:
-            rec["telemetry_at_end"] = s.latest
-        return rec
-
-    def _finished(self, p, key, ts) -> None:
-        rec = self._end_record(p, key, ts, _FINISHED)
-        if self._capture_outputs:
-            value = self._result(key)
-            if value is _SPILLED:
-                rec["generated"] = {UNNAMED_OUTPUT: {"type": ts.type.__name__ if ts.type else None,
-                                                     "nbytes": ts.nbytes, "note": "spilled to disk; not read back"}}
-            else:
-                rec["generated"] = value if isinstance(value, dict) else {UNNAMED_OUTPUT: value}
-        p.emit(self._with_start(key, rec))
-
-    def _failed(self, p, key, ts) -> None:
-        rec = self._end_record(p, key, ts, _ERROR)
-        exc_text = ts.exception_text
-        error_fields(rec, exc_text, ts.traceback_text)
-        if exc_text:
-            for entry in rec.get("attempts", {}).values():
-                entry["exception"] = exc_text  # each attempt's error is kept, whatever the later ones do
-        p.emit(self._with_start(key, rec))
-
-    def _result(self, key):
-        """The task's result by reference, from fast memory only (never reads spilled data)."""
+    def _output(self, key, ts):
+        """The task's result as capture may keep it: numbers and short strings as they are, anything
+        else described now (arrays from metadata, other objects sanitized, large values from Dask's
+        own size estimate), so the result is never kept past Dask's own use of it. A spilled result
+        is not read back from disk."""
         data = self.worker.data
         fast = getattr(data, "fast", None)
         if fast is not None and hasattr(fast, "__contains__") and fast is not True and fast is not False:
-            return fast[key] if key in fast else _SPILLED
-        return data.get(key)
+            if key not in fast:
+                return {UNNAMED_OUTPUT: {"type": ts.type.__name__ if ts.type else None, "nbytes": ts.nbytes,
+                                         "note": "spilled to disk; not read back"}}
+            value = fast[key]
+        else:
+            value = data.get(key)
+        if type(value) is dict and len(value) <= _DICT_ITEMS:  # a dict result is ``generated`` itself
+            return {k: keep_value(v, None, self._max_bytes, self._repr_chars) for k, v in value.items()}
+        kept = keep_value(value, ts.nbytes, self._max_bytes, self._repr_chars)
+        return kept if type(value) is dict and type(kept) is dict else {UNNAMED_OUTPUT: kept}
 
     @property
     def stats(self) -> dict:
