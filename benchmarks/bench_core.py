@@ -143,10 +143,12 @@ def _ingest_once(settings, n: int) -> dict:
     consumer = create_consumer(settings, store=store)
     c0, t0 = time.process_time(), time.perf_counter()
     consumer.start()
-    deadline = time.monotonic() + 1800
-    while store.count({"type": "task"} if store.name != "lmdb" else None) < n:  # LMDB: unfiltered count is O(1)
-        if time.monotonic() > deadline:
-            raise RuntimeError("ingest did not finish in 30 minutes")
+    last, since = -1, time.monotonic()
+    while (got := store.count({"type": "task"} if store.name != "lmdb" else None)) < n:  # LMDB: O(1)
+        if got != last:
+            last, since = got, time.monotonic()
+        elif time.monotonic() - since > 120:  # e.g. the producer spooled what it could not deliver in time
+            raise RuntimeError(f"ingest stalled at {got} of {n} records for 2 minutes")
         time.sleep(0.02)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     consumer.stop()
@@ -185,6 +187,7 @@ def bench_ingest(args, redis_port: int) -> None:
                     "transport.type": "redis_streams", "redis.port": redis_port,
                     "redis.stream": f"bench-ingest-{len(runs)}-{label[:4]}", "store.lmdb_path": os.path.join(tmp, f"lmdb-{rep}"),
                     "store.mongo_db": f"bench{rep}", "transport.stats_dir": os.path.join(tmp, "stats"),
+                    "spool.dir": os.path.join(tmp, "spool"),
                     "transport.max_queue": count + 10, "telemetry.enabled": False, **extra})
                 runs.append(_ingest_once(settings, count))
             wall = median_spread([count / r["wall"] for r in runs])
