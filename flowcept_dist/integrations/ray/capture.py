@@ -37,6 +37,7 @@ from flowcept_dist.api.task import current_task_id
 from flowcept_dist.core import pipeline as runtime
 from flowcept_dist.core.logging import LogOnce
 from flowcept_dist.core.records import AdapterId, RecordType, Status
+from flowcept_dist.core.sanitize import Summary, detach
 from flowcept_dist.integrations.ray import patches
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ _now = time.time
 _running: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("flowcept_ray_task", default=None)
 _get_running = _running.get
 _get_parent = current_task_id.get
+_set_task = current_task_id.set
+_reset_task = current_task_id.reset
 _errors = LogOnce(log)
 
 
@@ -246,7 +249,9 @@ def _complete(rec, args, kwargs, result, inputs, outputs, extra) -> None:
     if inputs:
         rec["used"] = spec.bind(args, kwargs)
     if outputs and result is not _NO_RESULT and spec.subtype != "actor_creation_task":
-        rec["generated"] = result if isinstance(result, dict) else {UNNAMED_OUTPUT: result}  # as @flowcept_task
+        # a returned dict names the outputs, as with @flowcept_task (a Summary describes one value)
+        named = isinstance(result, dict) and not isinstance(result, Summary)
+        rec["generated"] = result if named else {UNNAMED_OUTPUT: result}
     if refs:
         rec["used_refs"] = {spec.ref_name(k): ({"object_id": v[0], "task_id": v[1]} if v[1] else {"object_id": v[0]})
                             for k, v in refs.items()}
@@ -297,37 +302,105 @@ def _pipeline():
     return p if p.enabled else None
 
 
+def _held(p, spec, args, kwargs) -> tuple:
+    """What the record may keep of the call's arguments past the task (caller's thread).
+
+    Ray hands a task its arguments (often zero-copy views of the object store) and drops them when
+    the task returns; capture must not keep them longer. Arrays, tensors and frames become metadata
+    summaries now (:func:`flowcept_dist.core.sanitize.detach`); a method's ``self`` (never recorded)
+    is not kept at all. Binding to parameter names still happens on the processor thread.
+    """
+    if not p.capture_inputs:
+        return (), None
+    if spec.method and args:
+        args = (None,) + tuple(detach(a) for a in args[1:])
+    else:
+        args = tuple(detach(a) for a in args)
+    return args, ({k: detach(v) for k, v in kwargs.items()} if kwargs else kwargs)
+
+
+def _kept_result(p, spec, result):
+    """The task's return value as the record may keep it (a summary for arrays and the like)."""
+    if not p.capture_outputs or spec.subtype == "actor_creation_task":
+        return _NO_RESULT
+    return detach(result)
+
+
+def _try_begin(spec, ctx):
+    """Begin the record of this Ray task; None if it cannot be captured (the call runs uncaptured)."""
+    try:
+        return _begin(spec, ctx)
+    except Exception as exc:
+        _log_once("begin", "flowcept_dist: Ray task not captured (%s: %s)", type(exc).__name__, exc)
+        return None
+
+
 def _call(spec, args, kwargs, ctx):
-    """Run one captured call (:func:`flowcept_dist.api.task.call`). Capture errors are logged once;
-    the user's exception propagates unchanged."""
+    """Run one captured call: the task begin/end of :mod:`flowcept_dist.api.task` (``start`` /
+    ``finish``), holding only :func:`_held` arguments and a detached result, so capture never keeps
+    the user's objects alive past the task. Capture errors are logged once; the user's exception
+    propagates unchanged."""
     p = _pipeline()
     if p is None:
         return spec.fn(*args, **kwargs)
-    try:
-        rec, running, refs = _begin(spec, ctx)
-    except Exception as exc:
-        _log_once("begin", "flowcept_dist: Ray task not captured (%s: %s)", type(exc).__name__, exc)
+    begun = _try_begin(spec, ctx)
+    if begun is None:
         return spec.fn(*args, **kwargs)
+    rec, running, refs = begun
     token = _running.set(running)
+    task_token = _set_task(rec["task_id"])
     try:
-        return _task.call(p, rec, spec.fn, args, kwargs, _complete, (spec, refs))
+        _task.start(p, rec)
+        try:
+            result = spec.fn(*args, **kwargs)
+        except BaseException as exc:
+            _reset_task(task_token)
+            task_token = None
+            held_args, held_kwargs = _held(p, spec, args, kwargs)
+            _task._failed(p, rec, exc, _complete, held_args, held_kwargs, (spec, refs), True, None)
+            raise
+        _reset_task(task_token)
+        task_token = None
+        held_args, held_kwargs = _held(p, spec, args, kwargs)
+        _task.finish(p, rec, complete=_complete, args=held_args, kwargs=held_kwargs,
+                     result=_kept_result(p, spec, result), extra=(spec, refs))
+        return result
     finally:
+        if task_token is not None:
+            _reset_task(task_token)
         _running.reset(token)
 
 
 async def _acall(spec, args, kwargs, ctx):
+    """:func:`_call` for coroutine methods of async actors."""
     p = _pipeline()
     if p is None:
         return await spec.fn(*args, **kwargs)
-    try:
-        rec, running, refs = _begin(spec, ctx)
-    except Exception as exc:
-        _log_once("begin", "flowcept_dist: Ray task not captured (%s: %s)", type(exc).__name__, exc)
+    begun = _try_begin(spec, ctx)
+    if begun is None:
         return await spec.fn(*args, **kwargs)
+    rec, running, refs = begun
     token = _running.set(running)
+    task_token = _set_task(rec["task_id"])
     try:
-        return await _task.acall(p, rec, spec.fn, args, kwargs, _complete, (spec, refs))
+        _task.start(p, rec)
+        try:
+            result = await spec.fn(*args, **kwargs)
+        except BaseException as exc:
+            _reset_task(task_token)
+            task_token = None
+            held_args, held_kwargs = _held(p, spec, args, kwargs)
+            _task._failed(p, rec, exc, _complete, held_args, held_kwargs, (spec, refs), True, None)
+            raise
+        _reset_task(task_token)
+        task_token = None
+        held_args, held_kwargs = _held(p, spec, args, kwargs)
+        _task.finish(p, rec, complete=_complete, args=held_args, kwargs=held_kwargs,
+                     result=_kept_result(p, spec, result), extra=(spec, refs))
+        return result
     finally:
+        if task_token is not None:
+            _reset_task(task_token)
         _running.reset(token)
 
 

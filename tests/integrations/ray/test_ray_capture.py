@@ -381,3 +381,65 @@ def test_task_that_succeeds_on_an_exception_retry_is_recorded_finished(db, tmp_p
     assert r["generated"] == {"arg_0": "second attempt"} and r["workflow_id"] == fc.workflow_id
     assert "exception" not in r and "stderr" not in r
     assert len(db.query({"type": "task", "task_id": tid})) == 1
+
+
+# -- the user's objects ---------------------------------------------------------------------------
+
+@ray.remote
+class Holder:
+    """Keeps weak references to the arrays its methods saw, to tell whether anything else still holds them."""
+
+    def __init__(self):
+        self.refs = []
+
+    def take(self, arr, scale=1.0):
+        import weakref
+
+        self.refs.append(weakref.ref(arr))
+        return int(arr.shape[0])
+
+    def make(self, n):
+        import weakref
+
+        import numpy as np
+
+        out = np.ones(n)
+        self.refs.append(weakref.ref(out))
+        return out
+
+    def alive(self):
+        import gc
+
+        gc.collect()
+        return sum(r() is not None for r in self.refs)
+
+    def flush(self):
+        from flowcept_dist.core import pipeline
+
+        return pipeline._pipeline.flush(30)
+
+
+def test_task_arguments_and_results_are_not_kept_alive_by_capture(db, ray_cluster):
+    np = pytest.importorskip("numpy")
+    # a flush interval far longer than the test: every record waits in the actor's queue meanwhile,
+    # so an array still alive after the call would be one capture holds
+    slow = dict(ray_cluster["runtime_env"])
+    slow["env_vars"] = {**slow["env_vars"], "FLOWCEPT_TRANSPORT_FLUSH_INTERVAL_S": "300",
+                        "FLOWCEPT_RAY_WORKER_FLUSH_INTERVAL_S": "300"}
+    with Flowcept(workflow_name="no-hold") as fc:
+        h = Holder.options(runtime_env=slow).remote()
+        big = ray.put(np.zeros(2_000_000))  # 16 MB in the object store, handed to the task zero-copy
+        assert ray.get(h.take.remote(big)) == 2_000_000
+        assert ray.get(h.take.remote(np.arange(1000.0), scale=np.float64(2.0))) == 1000
+        out = ray.get(h.make.remote(500_000))
+        assert out.shape == (500_000,)
+        assert ray.get(h.alive.remote()) == 0  # arguments and the result are gone though their records are queued
+        assert ray.get(h.flush.remote())
+    recs = wait_tasks(db, fc.workflow_id, 3, activity_id={"$in": ["Holder.take", "Holder.make"]})
+    takes = sorted((r for r in recs if r["activity_id"] == "Holder.take"), key=lambda r: r["started_at"])
+    assert takes[0]["used"]["arr"]["shape"] == [2_000_000] and takes[0]["used"]["arr"]["dtype"] == "float64"
+    assert takes[0]["used"]["arr"]["nbytes"] == 16_000_000 and takes[0]["generated"] == {"arg_0": 2_000_000}
+    assert takes[1]["used"]["arr"]["shape"] == [1000] and takes[1]["used"]["scale"]["type"] == "numpy.float64"
+    (make,) = [r for r in recs if r["activity_id"] == "Holder.make"]
+    assert make["used"] == {"n": 500_000}
+    assert make["generated"]["arg_0"]["shape"] == [500_000] and make["generated"]["arg_0"]["type"] == "numpy.ndarray"
