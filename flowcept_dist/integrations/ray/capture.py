@@ -110,6 +110,15 @@ def _current_actor_id() -> str | None:
 
 _SEP = "\x1f"  # ASCII unit separator: never in ids
 
+#: captured submissions of this process by (workflow id, parent task id): each one becomes one task
+#: record, which :func:`flowcept_dist.integrations.ray.patches.drain` waits to see in the store
+submitted: dict[tuple, int] = {}
+
+#: captured tasks that ended in this process, and the event the worker's idle flusher waits on
+#: (:mod:`flowcept_dist.integrations.ray.worker`): set at the first task end after it went idle
+task_ends = 0
+ended_event = None
+
 
 def submission_ctx(args, kwargs):
     """The context a ``.remote()`` call sends along (runs on the caller's thread; cheap).
@@ -129,6 +138,8 @@ def submission_ctx(args, kwargs):
     else:
         w = c = None
     parent = _get_parent()
+    key = (w, parent)
+    submitted[key] = submitted.get(key, 0) + 1
     text = f"{_now()!r}{_SEP}{w or ''}{_SEP}{c or ''}{_SEP}{parent or ''}"
     refs = None
     for i, a in enumerate(args):
@@ -326,6 +337,15 @@ def _kept_result(p, spec, result):
     return detach(result)
 
 
+def _ended() -> None:
+    """Count a task end; wake the idle flusher if it waits for activity (two reads when it does not)."""
+    global task_ends
+    task_ends += 1
+    ev = ended_event
+    if ev is not None and not ev.is_set():
+        ev.set()
+
+
 def _try_begin(spec, ctx):
     """Begin the record of this Ray task; None if it cannot be captured (the call runs uncaptured)."""
     try:
@@ -358,12 +378,14 @@ def _call(spec, args, kwargs, ctx):
             task_token = None
             held_args, held_kwargs = _held(p, spec, args, kwargs)
             _task._failed(p, rec, exc, _complete, held_args, held_kwargs, (spec, refs), True, None)
+            _ended()
             raise
         _reset_task(task_token)
         task_token = None
         held_args, held_kwargs = _held(p, spec, args, kwargs)
         _task.finish(p, rec, complete=_complete, args=held_args, kwargs=held_kwargs,
                      result=_kept_result(p, spec, result), extra=(spec, refs))
+        _ended()
         return result
     finally:
         if task_token is not None:
@@ -391,12 +413,14 @@ async def _acall(spec, args, kwargs, ctx):
             task_token = None
             held_args, held_kwargs = _held(p, spec, args, kwargs)
             _task._failed(p, rec, exc, _complete, held_args, held_kwargs, (spec, refs), True, None)
+            _ended()
             raise
         _reset_task(task_token)
         task_token = None
         held_args, held_kwargs = _held(p, spec, args, kwargs)
         _task.finish(p, rec, complete=_complete, args=held_args, kwargs=held_kwargs,
                      result=_kept_result(p, spec, result), extra=(spec, refs))
+        _ended()
         return result
     finally:
         if task_token is not None:

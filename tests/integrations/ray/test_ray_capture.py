@@ -314,7 +314,8 @@ def test_task_retried_after_its_worker_is_killed_has_one_consistent_record(db, t
 def test_idle_worker_killed_by_ray_flushes_its_queue(db):
     # a long flush interval keeps the records queued in the worker; its own runtime_env gives
     # it a process of its own, which Ray ends once idle (more workers than CPUs): atexit must flush
-    slow = {"env_vars": {"FLOWCEPT_TRANSPORT_FLUSH_INTERVAL_S": "300", "FLOWCEPT_RAY_WORKER_FLUSH_INTERVAL_S": "300"}}
+    slow = {"env_vars": {"FLOWCEPT_TRANSPORT_FLUSH_INTERVAL_S": "300", "FLOWCEPT_RAY_WORKER_FLUSH_INTERVAL_S": "300",
+                         "FLOWCEPT_RAY_IDLE_FLUSH_S": "0"}}  # (no export when idle either)
     with Flowcept(workflow_name="idle-kill") as fc:
         pids = set(ray.get([pid_of.options(runtime_env=slow).remote(i) for i in range(3)]))
     assert tasks_of(db, fc.workflow_id) == []  # still queued in the workers
@@ -443,3 +444,17 @@ def test_task_arguments_and_results_are_not_kept_alive_by_capture(db, ray_cluste
     (make,) = [r for r in recs if r["activity_id"] == "Holder.make"]
     assert make["used"] == {"n": 500_000}
     assert make["generated"]["arg_0"]["shape"] == [500_000] and make["generated"]["arg_0"]["type"] == "numpy.ndarray"
+
+
+def test_workflow_end_waits_until_the_store_holds_every_submitted_task(db, ray_cluster):
+    # workers that would hold their records for 300 s: only the idle flush gets them out in time,
+    # and the end of the workflow returns once the store has all of them (nothing left to poll for)
+    slow = dict(ray_cluster["runtime_env"])
+    slow["env_vars"] = {**slow["env_vars"], "FLOWCEPT_TRANSPORT_FLUSH_INTERVAL_S": "300",
+                        "FLOWCEPT_RAY_WORKER_FLUSH_INTERVAL_S": "300"}
+    with Flowcept(workflow_name="drain-ack") as fc:
+        refs = [add.options(runtime_env=slow).remote(i, y=1) for i in range(30)]
+        assert ray.get(refs) == [i + 1 for i in range(30)]
+    got = tasks_of(db, fc.workflow_id)
+    assert sorted(r["task_id"] for r in got) == sorted(r.task_id().hex() for r in refs)
+    assert all(r["status"] == "FINISHED" for r in got)
