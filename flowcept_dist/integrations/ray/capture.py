@@ -117,7 +117,7 @@ submitted: dict[tuple, int] = {}
 #: captured tasks that ended in this process, and the event the worker's idle flusher waits on
 #: (:mod:`flowcept_dist.integrations.ray.worker`): set at the first task end after it went idle
 task_ends = 0
-ended_event = None
+ended_event: Any = None  # a threading.Event
 
 
 def submission_ctx(args, kwargs):
