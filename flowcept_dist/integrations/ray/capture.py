@@ -114,6 +114,12 @@ _SEP = "\x1f"  # ASCII unit separator: never in ids
 #: record, which :func:`flowcept_dist.integrations.ray.patches.drain` waits to see in the store
 submitted: dict[tuple, int] = {}
 
+#: ids of captured tasks submitted outside any workflow (their records cannot be counted by workflow);
+#: at most :data:`UNSCOPED_MAX` (then ``unscoped_overflow``: drain waits its whole window)
+unscoped: list[str] = []
+UNSCOPED_MAX = 200_000
+unscoped_overflow = False
+
 #: captured tasks that ended in this process, and the event the worker's idle flusher waits on
 #: (:mod:`flowcept_dist.integrations.ray.worker`): set at the first task end after it went idle
 task_ends = 0
@@ -181,13 +187,29 @@ def inject_ctx(invocation):
     def invoke(args, kwargs):
         try:
             kwargs = dict(kwargs) if kwargs else {}
-            kwargs[CTX_KW] = submission_ctx(args, kwargs)
+            kwargs[CTX_KW] = ctx = submission_ctx(args, kwargs)
         except Exception as exc:
             _log_once("ctx", "flowcept_dist: could not build the Ray submission context (%s: %s)",
                       type(exc).__name__, exc)
-        return invocation(args, kwargs)
+            return invocation(args, kwargs)
+        out = invocation(args, kwargs)
+        if (ctx if type(ctx) is str else ctx[0]).split(_SEP, 2)[1] == "":  # no workflow: remember the task id
+            _remember_unscoped(out)
+        return out
 
     return invoke
+
+
+def _remember_unscoped(out) -> None:
+    global unscoped_overflow
+    try:
+        ref = out[0] if isinstance(out, list) else out
+        if len(unscoped) >= UNSCOPED_MAX:
+            unscoped_overflow = True
+        else:
+            unscoped.append(ref.task_id().hex())
+    except Exception:  # a generator or an unexpected return: drain waits its whole window
+        unscoped_overflow = True
 
 
 def _compose(user_decorator):

@@ -257,23 +257,28 @@ def drain(timeout_s: float | None = None, workflow_id: str | None = None) -> boo
         ok = p.flush(settings.transport.shutdown_timeout_s if timeout_s is None else timeout_s)
     r = settings.ray
     deadline = time.monotonic() + r.worker_flush_interval_s + r.drain_grace_s
-    capture = sys.modules.get("flowcept_dist.integrations.ray.capture")
+    capture: Any = sys.modules.get("flowcept_dist.integrations.ray.capture")
     if capture is None:
         return ok  # nothing was submitted with capture from this process
     counts = capture.submitted
     keys = [k for k in list(counts) if workflow_id is None or k[0] == workflow_id]
     expected = {k: counts.pop(k, 0) for k in keys}
-    if not expected:
-        return ok
-    if any(k[0] is None for k in expected):
-        threading.Event().wait(max(0.0, deadline - time.monotonic()))  # no workflow to count by
-        return ok
-    _wait_persisted(settings, expected, deadline)
+    ids: list[str] = []
+    if workflow_id is None:  # tasks submitted outside any workflow: known by their ids
+        ids, capture.unscoped = capture.unscoped, []
+        overflow, capture.unscoped_overflow = capture.unscoped_overflow, False
+        unscoped = sum(expected.pop(k) for k in [k for k in expected if k[0] is None])
+        if overflow or unscoped > len(ids):  # (actor creations outside a workflow have no id here)
+            threading.Event().wait(max(0.0, deadline - time.monotonic()))
+            return ok
+    if expected or ids:
+        _wait_persisted(settings, expected, ids, deadline)
     return ok
 
 
-def _wait_persisted(settings, expected: dict, deadline: float) -> bool:
-    """Poll the store until it holds ``expected[(workflow, parent)]`` Ray task records each, or the deadline."""
+def _wait_persisted(settings, expected: dict, ids: list[str], deadline: float) -> bool:
+    """Poll the store until it holds ``expected[(workflow, parent)]`` Ray task records each and the records
+    of the task ``ids``, or the deadline."""
     import time
 
     try:
@@ -287,7 +292,17 @@ def _wait_persisted(settings, expected: dict, deadline: float) -> bool:
     pause = 0.02
     try:
         left = dict(expected)
+        missing = set(ids)
         while True:
+            if missing:
+                try:
+                    for i in range(0, len(ids), 1000):
+                        chunk = [t for t in ids[i:i + 1000] if t in missing]
+                        if chunk:
+                            found = api.query({"type": "task", "task_id": {"$in": chunk}}, projection=["task_id"])
+                            missing.difference_update(r.get("task_id") for r in found)
+                except Exception as exc:
+                    log.debug("flowcept_dist: drain could not look records up (%s)", exc)
             for (wf, parent), n in list(left.items()):
                 flt = {"type": "task", "workflow_id": wf, "adapter_id": "ray",
                        "parent_task_id": parent if parent is not None else {"$exists": False}}
@@ -297,8 +312,8 @@ def _wait_persisted(settings, expected: dict, deadline: float) -> bool:
                 except Exception as exc:
                     log.debug("flowcept_dist: drain could not count records (%s)", exc)
             now = time.monotonic()
-            if not left or now >= deadline:
-                return not left
+            if (not left and not missing) or now >= deadline:
+                return not left and not missing
             threading.Event().wait(min(pause, deadline - now))
             pause = min(pause * 1.5, 0.2)
     finally:

@@ -458,3 +458,15 @@ def test_workflow_end_waits_until_the_store_holds_every_submitted_task(db, ray_c
     got = tasks_of(db, fc.workflow_id)
     assert sorted(r["task_id"] for r in got) == sorted(r.task_id().hex() for r in refs)
     assert all(r["status"] == "FINISHED" for r in got)
+
+
+def test_drain_outside_a_workflow_waits_for_the_submitted_tasks_by_id(db, ray_cluster):
+    slow = dict(ray_cluster["runtime_env"])
+    slow["env_vars"] = {**slow["env_vars"], "FLOWCEPT_TRANSPORT_FLUSH_INTERVAL_S": "300",
+                        "FLOWCEPT_RAY_WORKER_FLUSH_INTERVAL_S": "300"}
+    refs = [add.options(runtime_env=slow).remote(i, y=2) for i in range(12)]
+    assert ray.get(refs) == [i + 2 for i in range(12)]
+    assert fray.drain()
+    ids = sorted(r.task_id().hex() for r in refs)
+    got = db.query({"type": "task", "task_id": {"$in": ids}})
+    assert sorted(r["task_id"] for r in got) == ids and all("workflow_id" not in r for r in got)
