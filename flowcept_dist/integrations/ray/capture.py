@@ -114,10 +114,26 @@ _SEP = "\x1f"  # ASCII unit separator: never in ids
 #: record, which :func:`flowcept_dist.integrations.ray.patches.drain` waits to see in the store
 submitted: dict[tuple, int] = {}
 
+#: whether this process counts its submissions: drivers only (a worker's nested submissions are
+#: drained by no one, so counting them would only grow memory); None until the first submission
+_counting: bool | None = None
+
+
+def _start_counting() -> bool:
+    global _counting
+    try:
+        if not ray.is_initialized():
+            return False  # not decided yet
+        _counting = patches.in_driver()
+    except Exception:
+        _counting = False
+    return _counting
+
+
 #: ids of captured tasks submitted outside any workflow (their records cannot be counted by workflow);
 #: at most :data:`UNSCOPED_MAX` (then ``unscoped_overflow``: drain waits its whole window)
 unscoped: list[str] = []
-UNSCOPED_MAX = 200_000
+UNSCOPED_MAX = 50_000
 unscoped_overflow = False
 
 #: captured tasks that ended in this process, and the event the worker's idle flusher waits on
@@ -144,8 +160,9 @@ def submission_ctx(args, kwargs):
     else:
         w = c = None
     parent = _get_parent()
-    key = (w, parent)
-    submitted[key] = submitted.get(key, 0) + 1
+    if _counting or (_counting is None and _start_counting()):
+        key = (w, parent)
+        submitted[key] = submitted.get(key, 0) + 1
     text = f"{_now()!r}{_SEP}{w or ''}{_SEP}{c or ''}{_SEP}{parent or ''}"
     refs = None
     for i, a in enumerate(args):
@@ -193,8 +210,8 @@ def inject_ctx(invocation):
                       type(exc).__name__, exc)
             return invocation(args, kwargs)
         out = invocation(args, kwargs)
-        if (ctx if type(ctx) is str else ctx[0]).split(_SEP, 2)[1] == "":  # no workflow: remember the task id
-            _remember_unscoped(out)
+        if _counting and (ctx if type(ctx) is str else ctx[0]).split(_SEP, 2)[1] == "":
+            _remember_unscoped(out)  # no workflow: drain() looks its record up by task id
         return out
 
     return invoke
@@ -290,15 +307,19 @@ def _complete(rec, args, kwargs, result, inputs, outputs, extra) -> None:
                             for k, v in refs.items()}
 
 
-def _begin(spec, ctx):
+#: the pipeline whose context already carries this process's Ray ids (set by the worker setup hook)
+ids_pipeline: Any = None
+
+
+def _begin(spec, ctx, p=None):
     """The task record of this Ray task (ids, submission context); the running-task triple; refs."""
-    ids = _ids if _ids_pid == os.getpid() else process_ids()
     task_id = patches.current_task_id()
     if task_id is None:
         raise RuntimeError("no current Ray task id")
     rec = {"type": _TASK, "task_id": task_id, "attempt": patches.attempt_number(), "activity_id": spec.name,
            "subtype": spec.subtype, "adapter_id": _RAY, "status": _FINISHED}
-    rec.update(ids)
+    if p is None or p is not ids_pipeline:  # else the processor adds them per batch (the pipeline's context)
+        rec.update(_ids if _ids_pid == os.getpid() else process_ids())
     if spec.method:
         aid = _current_actor_id()
         if aid is not None:
@@ -368,10 +389,10 @@ def _ended() -> None:
         ev.set()
 
 
-def _try_begin(spec, ctx):
+def _try_begin(spec, ctx, p):
     """Begin the record of this Ray task; None if it cannot be captured (the call runs uncaptured)."""
     try:
-        return _begin(spec, ctx)
+        return _begin(spec, ctx, p)
     except Exception as exc:
         _log_once("begin", "flowcept_dist: Ray task not captured (%s: %s)", type(exc).__name__, exc)
         return None
@@ -385,7 +406,7 @@ def _call(spec, args, kwargs, ctx):
     p = _pipeline()
     if p is None:
         return spec.fn(*args, **kwargs)
-    begun = _try_begin(spec, ctx)
+    begun = _try_begin(spec, ctx, p)
     if begun is None:
         return spec.fn(*args, **kwargs)
     rec, running, refs = begun
@@ -420,7 +441,7 @@ async def _acall(spec, args, kwargs, ctx):
     p = _pipeline()
     if p is None:
         return await spec.fn(*args, **kwargs)
-    begun = _try_begin(spec, ctx)
+    begun = _try_begin(spec, ctx, p)
     if begun is None:
         return await spec.fn(*args, **kwargs)
     rec, running, refs = begun

@@ -109,6 +109,7 @@ def setup_worker() -> None:
     """The ``worker_process_setup_hook``. Never raises."""
     try:
         from flowcept_dist.core import pipeline as runtime
+        from flowcept_dist.integrations.ray import capture
         from flowcept_dist.integrations.ray.capture import process_ids
         from flowcept_dist.integrations.ray.patches import instrument
 
@@ -116,6 +117,7 @@ def setup_worker() -> None:
         if settings.capture.enabled:
             ids = process_ids()
             pipeline = runtime.Pipeline(settings, role="ray-worker", context=dict(ids))
+            capture.ids_pipeline = pipeline  # its context tags every record with the ids: the wrapper need not
             previous = runtime.set_pipeline(pipeline)
             if previous is not None and previous is not pipeline:
                 previous.shutdown()
