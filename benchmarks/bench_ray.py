@@ -13,7 +13,8 @@ their own worker processes, as real jobs do; the variants run interleaved, in a 
 
 Each job warms up (workers started, function exported), then times submitting the tasks and
 ``ray.get`` of all results (the overhead), then the time from there until every task record is in
-the store (the drain), and counts what was persisted. Ratios are medians of the captured runs
+the store (the drain: the end of the ``Flowcept`` block, whose wait for the workers' records is
+bounded by their arrival in the store, then this script's own check), and counts what was persisted. Ratios are medians of the captured runs
 over the median of the plain runs of the same session: wall time, and CPU time of every process
 involved (the cluster's, redis-server's, the driver's), which other load on the machine disturbs less.
 """
@@ -128,7 +129,8 @@ def main() -> int:
     import flowcept_dist.ray as fray
     from flowcept_dist.core.settings import load_settings
 
-    print(f"bench_ray: {n} tasks of ~1 ms CPU, {repeats} repeats, 2 CPUs; ray {ray.__version__}", flush=True)
+    print(f"bench_ray: {n} tasks of ~1 ms CPU, {repeats} repeats, 2 CPUs; ray {ray.__version__}; "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     results: dict[str, list[dict]] = {"plain": [], "embedded": [], "redis": []}
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:
@@ -162,10 +164,11 @@ def main() -> int:
         persisted = min(r["persisted"] for r in results[variant])
         cpu = median_spread([r["cpu_s"] for r in results[variant]])[0]
         ratio = med / plain_med
-        ok &= ratio <= 1.10 and drain < 2.0 and persisted == n
+        ok &= ratio <= 1.05 and drain <= 1.0 and persisted == n
         print(f"{variant:10s} {med:9.3f} {spread:7.3f} {ratio:7.3f} {100 * (ratio - 1):8.1f}% {cpu:6.2f} "
               f"{cpu / plain_cpu:9.3f} {drain:8.2f} {persisted}/{n} (min over runs)")
-    print(f"\ntargets: overhead <= 10%, drain < 2 s, persisted == submitted: {'met' if ok else 'NOT met'}")
+    print(f"\ntargets: overhead <= 5%, drain <= 1 s, persisted == submitted: {'met' if ok else 'NOT met'}; "
+          f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 
 

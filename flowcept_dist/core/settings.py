@@ -180,6 +180,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "consumer_name": Key("flowcept-consumer", "str", "Name of the detached consumer actor (and of its Redis consumer in the group)."),
         "worker_flush_interval_s": Key(1.0, "float", "transport.flush_interval_s of Ray workers: longest time a record waits in a worker's queue. Shorter means more store commits (each LMDB commit is an fsync); drain() waits this long plus drain_grace_s, since Ray ends a job's workers without exit handlers.", minimum=0.001),
         "drain_grace_s": Key(0.5, "float", "drain(): wait beyond one worker flush interval for the workers' last exports.", minimum=0),
+        "idle_flush_s": Key(0.1, "float", "A Ray worker whose captured tasks stopped ending this long ago exports its queue at once (drain() then waits for that, not a flush interval); 0 turns it off.", minimum=0),
         "watch_interval_s": Key(1.0, "float", "Seconds between polls of Ray's task events by the lifecycle watcher.", minimum=0.05),
         "watch_limit": Key(10000, "int", "Most tasks one State API listing returns (Ray caps it at 10000).", minimum=1, maximum=10000),
         "actor_timeout_s": Key(30.0, "float", "ray_actor emitter: longest wait for the consumer actor to acknowledge one batch.", minimum=0.1),

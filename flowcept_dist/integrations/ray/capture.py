@@ -37,6 +37,7 @@ from flowcept_dist.api.task import current_task_id
 from flowcept_dist.core import pipeline as runtime
 from flowcept_dist.core.logging import LogOnce
 from flowcept_dist.core.records import AdapterId, RecordType, Status
+from flowcept_dist.core.sanitize import Summary, detach
 from flowcept_dist.integrations.ray import patches
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ _now = time.time
 _running: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("flowcept_ray_task", default=None)
 _get_running = _running.get
 _get_parent = current_task_id.get
+_set_task = current_task_id.set
+_reset_task = current_task_id.reset
 _errors = LogOnce(log)
 
 
@@ -107,6 +110,37 @@ def _current_actor_id() -> str | None:
 
 _SEP = "\x1f"  # ASCII unit separator: never in ids
 
+#: captured submissions of this process by (workflow id, parent task id): each one becomes one task
+#: record, which :func:`flowcept_dist.integrations.ray.patches.drain` waits to see in the store
+submitted: dict[tuple, int] = {}
+
+#: whether this process counts its submissions: drivers only (a worker's nested submissions are
+#: drained by no one, so counting them would only grow memory); None until the first submission
+_counting: bool | None = None
+
+
+def _start_counting() -> bool:
+    global _counting
+    try:
+        if not ray.is_initialized():
+            return False  # not decided yet
+        _counting = patches.in_driver()
+    except Exception:
+        _counting = False
+    return _counting
+
+
+#: ids of captured tasks submitted outside any workflow (their records cannot be counted by workflow);
+#: at most :data:`UNSCOPED_MAX` (then ``unscoped_overflow``: drain waits its whole window)
+unscoped: list[str] = []
+UNSCOPED_MAX = 50_000
+unscoped_overflow = False
+
+#: captured tasks that ended in this process, and the event the worker's idle flusher waits on
+#: (:mod:`flowcept_dist.integrations.ray.worker`): set at the first task end after it went idle
+task_ends = 0
+ended_event: Any = None  # a threading.Event
+
 
 def submission_ctx(args, kwargs):
     """The context a ``.remote()`` call sends along (runs on the caller's thread; cheap).
@@ -126,6 +160,9 @@ def submission_ctx(args, kwargs):
     else:
         w = c = None
     parent = _get_parent()
+    if _counting or (_counting is None and _start_counting()):
+        key = (w, parent)
+        submitted[key] = submitted.get(key, 0) + 1
     text = f"{_now()!r}{_SEP}{w or ''}{_SEP}{c or ''}{_SEP}{parent or ''}"
     refs = None
     for i, a in enumerate(args):
@@ -167,13 +204,29 @@ def inject_ctx(invocation):
     def invoke(args, kwargs):
         try:
             kwargs = dict(kwargs) if kwargs else {}
-            kwargs[CTX_KW] = submission_ctx(args, kwargs)
+            kwargs[CTX_KW] = ctx = submission_ctx(args, kwargs)
         except Exception as exc:
             _log_once("ctx", "flowcept_dist: could not build the Ray submission context (%s: %s)",
                       type(exc).__name__, exc)
-        return invocation(args, kwargs)
+            return invocation(args, kwargs)
+        out = invocation(args, kwargs)
+        if _counting and (ctx if type(ctx) is str else ctx[0]).split(_SEP, 2)[1] == "":
+            _remember_unscoped(out)  # no workflow: drain() looks its record up by task id
+        return out
 
     return invoke
+
+
+def _remember_unscoped(out) -> None:
+    global unscoped_overflow
+    try:
+        ref = out[0] if isinstance(out, list) else out
+        if len(unscoped) >= UNSCOPED_MAX:
+            unscoped_overflow = True
+        else:
+            unscoped.append(ref.task_id().hex())
+    except Exception:  # a generator or an unexpected return: drain waits its whole window
+        unscoped_overflow = True
 
 
 def _compose(user_decorator):
@@ -246,21 +299,27 @@ def _complete(rec, args, kwargs, result, inputs, outputs, extra) -> None:
     if inputs:
         rec["used"] = spec.bind(args, kwargs)
     if outputs and result is not _NO_RESULT and spec.subtype != "actor_creation_task":
-        rec["generated"] = result if isinstance(result, dict) else {UNNAMED_OUTPUT: result}  # as @flowcept_task
+        # a returned dict names the outputs, as with @flowcept_task (a Summary describes one value)
+        named = isinstance(result, dict) and not isinstance(result, Summary)
+        rec["generated"] = result if named else {UNNAMED_OUTPUT: result}
     if refs:
         rec["used_refs"] = {spec.ref_name(k): ({"object_id": v[0], "task_id": v[1]} if v[1] else {"object_id": v[0]})
                             for k, v in refs.items()}
 
 
-def _begin(spec, ctx):
+#: the pipeline whose context already carries this process's Ray ids (set by the worker setup hook)
+ids_pipeline: Any = None
+
+
+def _begin(spec, ctx, p=None):
     """The task record of this Ray task (ids, submission context); the running-task triple; refs."""
-    ids = _ids if _ids_pid == os.getpid() else process_ids()
     task_id = patches.current_task_id()
     if task_id is None:
         raise RuntimeError("no current Ray task id")
     rec = {"type": _TASK, "task_id": task_id, "attempt": patches.attempt_number(), "activity_id": spec.name,
            "subtype": spec.subtype, "adapter_id": _RAY, "status": _FINISHED}
-    rec.update(ids)
+    if p is None or p is not ids_pipeline:  # else the processor adds them per batch (the pipeline's context)
+        rec.update(_ids if _ids_pid == os.getpid() else process_ids())
     if spec.method:
         aid = _current_actor_id()
         if aid is not None:
@@ -297,37 +356,118 @@ def _pipeline():
     return p if p.enabled else None
 
 
+def _held(p, spec, args, kwargs) -> tuple:
+    """What the record may keep of the call's arguments past the task (caller's thread).
+
+    Ray hands a task its arguments (often zero-copy views of the object store) and drops them when
+    the task returns; capture must not keep them longer. Arrays, tensors and frames become metadata
+    summaries now (:func:`flowcept_dist.core.sanitize.detach`); a method's ``self`` (never recorded)
+    is not kept at all. Binding to parameter names still happens on the processor thread.
+    """
+    if not p.capture_inputs:
+        return (), None
+    if spec.method and args:
+        args = (None,) + tuple(detach(a) for a in args[1:])
+    else:
+        args = tuple(detach(a) for a in args)
+    return args, ({k: detach(v) for k, v in kwargs.items()} if kwargs else kwargs)
+
+
+def _kept_result(p, spec, result):
+    """The task's return value as the record may keep it (a summary for arrays and the like)."""
+    if not p.capture_outputs or spec.subtype == "actor_creation_task":
+        return _NO_RESULT
+    return detach(result)
+
+
+def _ended() -> None:
+    """Count a task end; wake the idle flusher if it waits for activity (two reads when it does not)."""
+    global task_ends
+    task_ends += 1
+    ev = ended_event
+    if ev is not None and not ev.is_set():
+        ev.set()
+
+
+def _try_begin(spec, ctx, p):
+    """Begin the record of this Ray task; None if it cannot be captured (the call runs uncaptured)."""
+    try:
+        return _begin(spec, ctx, p)
+    except Exception as exc:
+        _log_once("begin", "flowcept_dist: Ray task not captured (%s: %s)", type(exc).__name__, exc)
+        return None
+
+
 def _call(spec, args, kwargs, ctx):
-    """Run one captured call (:func:`flowcept_dist.api.task.call`). Capture errors are logged once;
-    the user's exception propagates unchanged."""
+    """Run one captured call: the task begin/end of :mod:`flowcept_dist.api.task` (``start`` /
+    ``finish``), holding only :func:`_held` arguments and a detached result, so capture never keeps
+    the user's objects alive past the task. Capture errors are logged once; the user's exception
+    propagates unchanged."""
     p = _pipeline()
     if p is None:
         return spec.fn(*args, **kwargs)
-    try:
-        rec, running, refs = _begin(spec, ctx)
-    except Exception as exc:
-        _log_once("begin", "flowcept_dist: Ray task not captured (%s: %s)", type(exc).__name__, exc)
+    begun = _try_begin(spec, ctx, p)
+    if begun is None:
         return spec.fn(*args, **kwargs)
+    rec, running, refs = begun
     token = _running.set(running)
+    task_token = _set_task(rec["task_id"])
     try:
-        return _task.call(p, rec, spec.fn, args, kwargs, _complete, (spec, refs))
+        _task.start(p, rec)
+        try:
+            result = spec.fn(*args, **kwargs)
+        except BaseException as exc:
+            _reset_task(task_token)
+            task_token = None
+            held_args, held_kwargs = _held(p, spec, args, kwargs)
+            _task._failed(p, rec, exc, _complete, held_args, held_kwargs, (spec, refs), True, None)
+            _ended()
+            raise
+        _reset_task(task_token)
+        task_token = None
+        held_args, held_kwargs = _held(p, spec, args, kwargs)
+        _task.finish(p, rec, complete=_complete, args=held_args, kwargs=held_kwargs,
+                     result=_kept_result(p, spec, result), extra=(spec, refs))
+        _ended()
+        return result
     finally:
+        if task_token is not None:
+            _reset_task(task_token)
         _running.reset(token)
 
 
 async def _acall(spec, args, kwargs, ctx):
+    """:func:`_call` for coroutine methods of async actors."""
     p = _pipeline()
     if p is None:
         return await spec.fn(*args, **kwargs)
-    try:
-        rec, running, refs = _begin(spec, ctx)
-    except Exception as exc:
-        _log_once("begin", "flowcept_dist: Ray task not captured (%s: %s)", type(exc).__name__, exc)
+    begun = _try_begin(spec, ctx, p)
+    if begun is None:
         return await spec.fn(*args, **kwargs)
+    rec, running, refs = begun
     token = _running.set(running)
+    task_token = _set_task(rec["task_id"])
     try:
-        return await _task.acall(p, rec, spec.fn, args, kwargs, _complete, (spec, refs))
+        _task.start(p, rec)
+        try:
+            result = await spec.fn(*args, **kwargs)
+        except BaseException as exc:
+            _reset_task(task_token)
+            task_token = None
+            held_args, held_kwargs = _held(p, spec, args, kwargs)
+            _task._failed(p, rec, exc, _complete, held_args, held_kwargs, (spec, refs), True, None)
+            _ended()
+            raise
+        _reset_task(task_token)
+        task_token = None
+        held_args, held_kwargs = _held(p, spec, args, kwargs)
+        _task.finish(p, rec, complete=_complete, args=held_args, kwargs=held_kwargs,
+                     result=_kept_result(p, spec, result), extra=(spec, refs))
+        _ended()
+        return result
     finally:
+        if task_token is not None:
+            _reset_task(task_token)
         _running.reset(token)
 
 

@@ -25,10 +25,11 @@ def current_task() -> tuple[str | None, str | None, str | None]:
 
 
 def on_workflow_end(fc, timeout_s: float) -> None:
-    """Ray workers export on their own schedule: when instrumented, give them time before returning."""
+    """Ray workers export on their own schedule: when instrumented, wait (bounded) until the store holds
+    the records of the tasks this process submitted in the workflow."""
     patches = sys.modules.get("flowcept_dist.integrations.ray.patches")
     if patches is not None and patches.is_instrumented():
-        patches.drain(timeout_s)
+        patches.drain(timeout_s, workflow_id=getattr(fc, "workflow_id", None))
 
 
 LINK = EngineLink(trigger="ray", current_task=current_task, on_workflow_end=on_workflow_end)

@@ -228,15 +228,22 @@ def uninstrument() -> bool:
     return True
 
 
-def drain(timeout_s: float | None = None) -> bool:
-    """Flush this process's pipeline, then wait for Ray workers' last exports.
+def drain(timeout_s: float | None = None, workflow_id: str | None = None) -> bool:
+    """Flush this process's pipeline, then wait until the store holds the records of the tasks this
+    process submitted (of ``workflow_id``, else of every workflow), with a deadline.
 
-    Workers export what they captured at most ``ray.worker_flush_interval_s`` (plus the export
-    itself) after a task ends, but Ray ends a job's worker processes without running exit
-    handlers, so a driver must give them that time before it disconnects. Waits
-    ``worker_flush_interval_s + drain_grace_s``.
+    Ray ends a job's worker processes without running exit handlers, so a driver must not disconnect
+    before its workers exported. Each captured submission was counted (``capture.submitted``, by
+    workflow and parent task); the drain polls the store until it holds that many task records for
+    each (the acknowledgement: exported, consumed and committed), at most
+    ``ray.worker_flush_interval_s + ray.drain_grace_s`` (the longest a record can wait in a worker:
+    an idle worker exports at once, see :mod:`flowcept_dist.integrations.ray.worker`). Submissions
+    outside any workflow, or a store this process cannot read, get the whole window.
     Returns False if this process's own flush did not finish within ``timeout_s``.
     """
+    import sys
+    import time
+
     from flowcept_dist.core import pipeline as runtime
 
     p = runtime._pipeline
@@ -249,5 +256,68 @@ def drain(timeout_s: float | None = None) -> bool:
     if p is not None:
         ok = p.flush(settings.transport.shutdown_timeout_s if timeout_s is None else timeout_s)
     r = settings.ray
-    threading.Event().wait(r.worker_flush_interval_s + r.drain_grace_s)
+    deadline = time.monotonic() + r.worker_flush_interval_s + r.drain_grace_s
+    capture: Any = sys.modules.get("flowcept_dist.integrations.ray.capture")
+    if capture is None:
+        return ok  # nothing was submitted with capture from this process
+    counts = capture.submitted
+    keys = [k for k in list(counts) if workflow_id is None or k[0] == workflow_id]
+    expected = {k: counts.pop(k, 0) for k in keys}
+    ids: list[str] = []
+    if workflow_id is None:  # tasks submitted outside any workflow: known by their ids
+        ids, capture.unscoped = capture.unscoped, []
+        overflow, capture.unscoped_overflow = capture.unscoped_overflow, False
+        unscoped = sum(expected.pop(k) for k in [k for k in expected if k[0] is None])
+        if overflow or unscoped > len(ids):  # (actor creations outside a workflow have no id here)
+            threading.Event().wait(max(0.0, deadline - time.monotonic()))
+            return ok
+    if expected or ids:
+        _wait_persisted(settings, expected, ids, deadline)
     return ok
+
+
+def _wait_persisted(settings, expected: dict, ids: list[str], deadline: float) -> bool:
+    """Poll the store until it holds ``expected[(workflow, parent)]`` Ray task records each and the records
+    of the task ``ids``, or the deadline."""
+    import time
+
+    try:
+        from flowcept_dist.api.query import QueryAPI
+
+        api = QueryAPI(settings)
+    except Exception as exc:
+        log.debug("flowcept_dist: drain cannot read the store (%s); waiting the whole window", exc)
+        threading.Event().wait(max(0.0, deadline - time.monotonic()))
+        return False
+    pause = 0.02
+    try:
+        left = dict(expected)
+        missing = set(ids)
+        while True:
+            if missing:
+                try:
+                    for i in range(0, len(ids), 1000):
+                        chunk = [t for t in ids[i:i + 1000] if t in missing]
+                        if chunk:
+                            found = api.query({"type": "task", "task_id": {"$in": chunk}}, projection=["task_id"])
+                            missing.difference_update(r.get("task_id") for r in found)
+                except Exception as exc:
+                    log.debug("flowcept_dist: drain could not look records up (%s)", exc)
+            for (wf, parent), n in list(left.items()):
+                flt = {"type": "task", "workflow_id": wf, "adapter_id": "ray",
+                       "parent_task_id": parent if parent is not None else {"$exists": False}}
+                try:
+                    if api.count(flt) >= n:
+                        del left[(wf, parent)]
+                except Exception as exc:
+                    log.debug("flowcept_dist: drain could not count records (%s)", exc)
+            now = time.monotonic()
+            if (not left and not missing) or now >= deadline:
+                return not left and not missing
+            threading.Event().wait(min(pause, deadline - now))
+            pause = min(pause * 1.5, 0.2)
+    finally:
+        try:
+            api.close()
+        except Exception:
+            pass

@@ -20,10 +20,11 @@ latest sample: a reference, no syscall). Each scope sets
 ``flowcept_dist.api.task.current_task_id`` while it runs, so forward records,
 ``@flowcept_task`` calls and ``save_model`` inside link to it.
 
-Logged tensors: ``log`` keeps a detached reference (no sync) and, when the
-batch or epoch ends, turns a one-element tensor into a number with
-``.item()`` (one sync, because you logged a tensor) and a larger tensor into a
-shape/dtype/device summary. Log ``loss.item()`` yourself to choose when it syncs.
+Logged tensors: ``log`` keeps no reference to them. A one-element tensor in
+host memory becomes a number at once (``.item()`` on the CPU: no sync); a GPU
+tensor or a larger one becomes a shape/dtype/device summary (no sync, its
+memory is not held). Log ``loss.item()`` yourself to record a GPU loss's value
+at the moment you choose to sync.
 
 Leaving a loop early (``break`` or an exception in its body) ends the open
 epoch/batch record as FINISHED with ``custom_metadata.exited_early`` = True;

@@ -1,9 +1,9 @@
 """Tensor summaries from metadata only, and logged metric values.
 
-Nothing here forces a device sync or reads a tensor's values: shape, dtype,
-device, ``numel()`` and ``element_size()`` are metadata. The one exception is
-:func:`metric_value`, which calls ``.item()`` on a one-element tensor the user
-passed to ``log(...)`` explicitly (documented in docs/torch.md).
+Nothing here forces a device sync or reads a device tensor's values: shape, dtype,
+device, ``numel()`` and ``element_size()`` are metadata. The one read is
+:func:`hold_metric`'s ``.item()`` of a one-element tensor in host memory that the
+user passed to ``log(...)`` (no device involved; documented in docs/torch.md).
 
 Every function here is called from hooks on the training thread: it never
 raises, and a value whose attributes raise is described by its type alone.
@@ -13,7 +13,7 @@ does not import torch.
 
 from __future__ import annotations
 
-from flowcept_dist.core.sanitize import type_name
+from flowcept_dist.core.sanitize import detach, type_name
 
 _MAX_ITEMS = 16
 _MAX_DEPTH = 3
@@ -88,36 +88,46 @@ def _safe_type_name(value) -> str:
         return "?"
 
 
-def hold_metric(value):
-    """What ``log(...)`` keeps until the batch/epoch ends: a detached tensor, or the value itself.
+def _on_host(value) -> bool:
+    """True when a tensor-like value lives in host memory (reading it waits for no device)."""
+    dev = getattr(value, "device", "cpu")
+    return getattr(dev, "type", dev) == "cpu"
 
-    Detaching drops the autograd graph reference without reading values. A
-    tensor-like value that cannot be detached is summarized right away.
+
+def hold_metric(value):
+    """What ``log(...)`` keeps until the batch/epoch ends: never the user's tensor or array.
+
+    Decided on the training thread when ``log`` is called, so the record holds no reference to the
+    value (a tensor's storage, a GPU buffer, an autograd graph) past that call:
+
+    - a one-element tensor or array in host memory becomes a Python number (``.item()`` reads host
+      memory: no device sync);
+    - any other tensor (on a GPU, larger, or unreadable) becomes a metadata summary: shape, dtype,
+      device, bytes. No sync, no pass over values;
+    - other values go through :func:`flowcept_dist.core.sanitize.detach` (arrays and frames
+      summarized from metadata, small containers copied, plain data kept).
     """
-    if not is_tensor_like(value):
+    t = type(value)
+    if t is float or t is int or t is bool or t is str or value is None:
         return value
-    try:
-        return value.detach()
-    except Exception:
+    if is_tensor_like(value):
+        try:
+            if _on_host(value) and int(value.numel() if callable(getattr(value, "numel", None)) else value.size) == 1:
+                return value.item()
+        except Exception:
+            pass
         return tensor_summary(value)
+    if getattr(t, "__module__", "") == "numpy":  # a numpy scalar (np.float32(0.5))
+        try:
+            return value.item()
+        except Exception:
+            pass
+    return detach(value)
 
 
 def metric_value(value):
-    """The recorded form of a logged value, computed when its batch/epoch ends.
-
-    A one-element tensor becomes a Python number through ``.item()`` (one
-    device sync, only because the user logged a tensor); larger tensors become
-    a metadata summary; anything else is returned unchanged (the pipeline
-    sanitizes it off-thread). Never raises.
-    """
-    if not is_tensor_like(value):
-        return value
-    try:
-        if int(value.numel()) == 1:
-            return value.item()
-    except Exception:
-        pass
-    return tensor_summary(value)
+    """The recorded form of a held value (:func:`hold_metric` already decided it): the value itself."""
+    return value
 
 
 def module_summary(module) -> dict:

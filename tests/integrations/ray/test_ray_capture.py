@@ -314,7 +314,8 @@ def test_task_retried_after_its_worker_is_killed_has_one_consistent_record(db, t
 def test_idle_worker_killed_by_ray_flushes_its_queue(db):
     # a long flush interval keeps the records queued in the worker; its own runtime_env gives
     # it a process of its own, which Ray ends once idle (more workers than CPUs): atexit must flush
-    slow = {"env_vars": {"FLOWCEPT_TRANSPORT_FLUSH_INTERVAL_S": "300", "FLOWCEPT_RAY_WORKER_FLUSH_INTERVAL_S": "300"}}
+    slow = {"env_vars": {"FLOWCEPT_TRANSPORT_FLUSH_INTERVAL_S": "300", "FLOWCEPT_RAY_WORKER_FLUSH_INTERVAL_S": "300",
+                         "FLOWCEPT_RAY_IDLE_FLUSH_S": "0"}}  # (no export when idle either)
     with Flowcept(workflow_name="idle-kill") as fc:
         pids = set(ray.get([pid_of.options(runtime_env=slow).remote(i) for i in range(3)]))
     assert tasks_of(db, fc.workflow_id) == []  # still queued in the workers
@@ -381,3 +382,91 @@ def test_task_that_succeeds_on_an_exception_retry_is_recorded_finished(db, tmp_p
     assert r["generated"] == {"arg_0": "second attempt"} and r["workflow_id"] == fc.workflow_id
     assert "exception" not in r and "stderr" not in r
     assert len(db.query({"type": "task", "task_id": tid})) == 1
+
+
+# -- the user's objects ---------------------------------------------------------------------------
+
+@ray.remote
+class Holder:
+    """Keeps weak references to the arrays its methods saw, to tell whether anything else still holds them."""
+
+    def __init__(self):
+        self.refs = []
+
+    def take(self, arr, scale=1.0):
+        import weakref
+
+        self.refs.append(weakref.ref(arr))
+        return int(arr.shape[0])
+
+    def make(self, n):
+        import weakref
+
+        import numpy as np
+
+        out = np.ones(n)
+        self.refs.append(weakref.ref(out))
+        return out
+
+    def alive(self):
+        import gc
+
+        gc.collect()
+        return sum(r() is not None for r in self.refs)
+
+    def flush(self):
+        from flowcept_dist.core import pipeline
+
+        return pipeline._pipeline.flush(30)
+
+
+def test_task_arguments_and_results_are_not_kept_alive_by_capture(db, ray_cluster):
+    np = pytest.importorskip("numpy")
+    # a flush interval far longer than the test: every record waits in the actor's queue meanwhile,
+    # so an array still alive after the call would be one capture holds
+    slow = dict(ray_cluster["runtime_env"])
+    slow["env_vars"] = {**slow["env_vars"], "FLOWCEPT_TRANSPORT_FLUSH_INTERVAL_S": "300",
+                        "FLOWCEPT_RAY_WORKER_FLUSH_INTERVAL_S": "300"}
+    with Flowcept(workflow_name="no-hold") as fc:
+        h = Holder.options(runtime_env=slow).remote()
+        big = ray.put(np.zeros(2_000_000))  # 16 MB in the object store, handed to the task zero-copy
+        assert ray.get(h.take.remote(big)) == 2_000_000
+        assert ray.get(h.take.remote(np.arange(1000.0), scale=np.float64(2.0))) == 1000
+        out = ray.get(h.make.remote(500_000))
+        assert out.shape == (500_000,)
+        assert ray.get(h.alive.remote()) == 0  # arguments and the result are gone though their records are queued
+        assert ray.get(h.flush.remote())
+    recs = wait_tasks(db, fc.workflow_id, 3, activity_id={"$in": ["Holder.take", "Holder.make"]})
+    takes = sorted((r for r in recs if r["activity_id"] == "Holder.take"), key=lambda r: r["started_at"])
+    assert takes[0]["used"]["arr"]["shape"] == [2_000_000] and takes[0]["used"]["arr"]["dtype"] == "float64"
+    assert takes[0]["used"]["arr"]["nbytes"] == 16_000_000 and takes[0]["generated"] == {"arg_0": 2_000_000}
+    assert takes[1]["used"]["arr"]["shape"] == [1000] and takes[1]["used"]["scale"]["type"] == "numpy.float64"
+    (make,) = [r for r in recs if r["activity_id"] == "Holder.make"]
+    assert make["used"] == {"n": 500_000}
+    assert make["generated"]["arg_0"]["shape"] == [500_000] and make["generated"]["arg_0"]["type"] == "numpy.ndarray"
+
+
+def test_workflow_end_waits_until_the_store_holds_every_submitted_task(db, ray_cluster):
+    # workers that would hold their records for 300 s: only the idle flush gets them out in time,
+    # and the end of the workflow returns once the store has all of them (nothing left to poll for)
+    slow = dict(ray_cluster["runtime_env"])
+    slow["env_vars"] = {**slow["env_vars"], "FLOWCEPT_TRANSPORT_FLUSH_INTERVAL_S": "300",
+                        "FLOWCEPT_RAY_WORKER_FLUSH_INTERVAL_S": "300"}
+    with Flowcept(workflow_name="drain-ack") as fc:
+        refs = [add.options(runtime_env=slow).remote(i, y=1) for i in range(30)]
+        assert ray.get(refs) == [i + 1 for i in range(30)]
+    got = tasks_of(db, fc.workflow_id)
+    assert sorted(r["task_id"] for r in got) == sorted(r.task_id().hex() for r in refs)
+    assert all(r["status"] == "FINISHED" for r in got)
+
+
+def test_drain_outside_a_workflow_waits_for_the_submitted_tasks_by_id(db, ray_cluster):
+    slow = dict(ray_cluster["runtime_env"])
+    slow["env_vars"] = {**slow["env_vars"], "FLOWCEPT_TRANSPORT_FLUSH_INTERVAL_S": "300",
+                        "FLOWCEPT_RAY_WORKER_FLUSH_INTERVAL_S": "300"}
+    refs = [add.options(runtime_env=slow).remote(i, y=2) for i in range(12)]
+    assert ray.get(refs) == [i + 2 for i in range(12)]
+    assert fray.drain()
+    ids = sorted(r.task_id().hex() for r in refs)
+    got = db.query({"type": "task", "task_id": {"$in": ids}})
+    assert sorted(r["task_id"] for r in got) == ids and all("workflow_id" not in r for r in got)

@@ -394,6 +394,63 @@ def test_logged_tensors_become_numbers_or_summaries(mem):
                                             "device": "cpu", "bytes": 40}
 
 
+class FakeDevice:
+    type = "cuda"
+
+    def __str__(self):
+        return "cuda:0"
+
+
+class FakeCudaTensor:
+    """Stands for a GPU tensor where no GPU exists: any read of its values is a device sync, counted here."""
+
+    syncs = 0
+    shape = (1,)
+    dtype = "torch.float32"
+    device = FakeDevice()
+
+    def numel(self):
+        return 1
+
+    def element_size(self):
+        return 4
+
+    def item(self):
+        FakeCudaTensor.syncs += 1
+        return 0.5
+
+    def cpu(self):
+        FakeCudaTensor.syncs += 1
+        return self
+
+    tolist = detach = cpu
+
+
+def test_logged_tensors_are_not_kept_alive_and_gpu_ones_not_synced(mem):
+    import gc
+    import weakref
+
+    np = pytest.importorskip("numpy")
+    FakeCudaTensor.syncs = 0
+    with Flowcept(workflow_name="no-hold", settings=mem.settings):
+        for _ in (bl := th.batches(range(2))):
+            gpu_loss, cpu_loss, big = FakeCudaTensor(), torch.tensor(0.25, requires_grad=True) * 2, torch.zeros(256, 256)
+            arr = np.ones(1000)
+            refs = [weakref.ref(v) for v in (gpu_loss, cpu_loss, big, arr)]
+            bl.log(loss=gpu_loss, cpu_loss=cpu_loss, activations=big, arr=arr, acc=np.float32(0.5))
+            del gpu_loss, cpu_loss, big, arr
+            gc.collect()
+            assert [r() for r in refs] == [None] * 4  # freed while the batch record is still open
+    assert FakeCudaTensor.syncs == 0
+    for b in by_subtype(mem(), "batch"):
+        g = b["generated"]
+        assert g["loss"] == {"type": "test_torch_capture.FakeCudaTensor", "shape": [1], "dtype": "torch.float32",
+                             "device": "cuda:0", "bytes": 4}
+        assert g["cpu_loss"] == 0.5 and g["acc"] == 0.5
+        assert g["activations"]["shape"] == [256, 256] and g["activations"]["bytes"] == 256 * 256 * 4
+        assert g["arr"]["shape"] == [1000] and g["arr"]["type"] == "numpy.ndarray"
+
+
 def test_leaving_loops_early_records_open_items_and_restores_parents(mem):
     with Flowcept(workflow_name="early", settings=mem.settings):
         with th.training() as run:
