@@ -21,6 +21,7 @@ from flowcept_dist.api import task as _task
 from flowcept_dist.api.context import Flowcept
 from flowcept_dist.core import pipeline as runtime
 from flowcept_dist.core.records import AdapterId
+from flowcept_dist.core.sanitize import detach
 
 _INSTR = AdapterId.INSTRUMENTATION.value
 NO_RESULT = _task.NO_RESULT
@@ -128,7 +129,20 @@ def flowcept_task(func=None, *, output_names=None, activity_id: str | None = Non
                                  capture_telemetry=capture_telemetry, args_handler=args_handler, agent_id=agent_id,
                                  source_agent_id=source_agent_id)
     name = activity_id or func.__name__
-    bind = binder(func) if args_handler is None else (lambda a, k: args_handler(*a, **k))
+    hold = None
+    if args_handler is None:
+        bind = binder(func)
+    else:
+        def hold(args, kwargs):
+            # on the caller, after the call: the handler sees the real values; what it makes is detached
+            try:
+                return (detach(args_handler(*args, **kwargs)),), {}
+            except Exception as exc:
+                _task.errors(exc, "args_handler")
+                return (None,), {}
+
+        def bind(args, kwargs):
+            return args[0]
     not_a_call = binding_check(func)
     telemetry = True if capture_telemetry is None else bool(capture_telemetry)
     extra: dict = {}
@@ -170,7 +184,8 @@ def flowcept_task(func=None, *, output_names=None, activity_id: str | None = Non
             rec = _new_task(name, adapter_id)
             if extra:
                 rec.update(extra)
-            return await _acall(p, rec, func, args, kwargs, complete, telemetry=telemetry, not_a_call=not_a_call)
+            return await _acall(p, rec, func, args, kwargs, complete, telemetry=telemetry, not_a_call=not_a_call,
+                                hold=hold)
 
         async_wrapper.__wrapped_flowcept__ = True  # type: ignore[attr-defined]
         return async_wrapper
@@ -187,7 +202,7 @@ def flowcept_task(func=None, *, output_names=None, activity_id: str | None = Non
         rec = _new_task(name, adapter_id)
         if extra:
             rec.update(extra)
-        return _call(p, rec, func, args, kwargs, complete, telemetry=telemetry, not_a_call=not_a_call)
+        return _call(p, rec, func, args, kwargs, complete, telemetry=telemetry, not_a_call=not_a_call, hold=hold)
 
     wrapper.__wrapped_flowcept__ = True  # type: ignore[attr-defined]
     return wrapper

@@ -10,9 +10,13 @@ own fields (a Ray task brings Ray's ids), then either
 - wraps a scope (a loop iteration, a training run): :func:`start` then :func:`finish`.
 
 Nothing here does I/O or serialization on the caller's thread: inputs and outputs are bound
-and summarized on the processor thread through the record's ``_complete`` entry. Capture code
-never raises into the program: a failure is logged once and counted; the user's exception is
-re-raised unchanged.
+and summarized on the processor thread through the record's ``_complete`` entry. What that entry
+(and ``used``/``generated``) keeps of the user's values is decided before the call returns
+(:func:`flowcept_dist.core.sanitize.detach`): arrays, tensors, frames and buffers are described
+from their metadata at once, small containers are copied, so capture never keeps the user's data
+alive past the call. A failed call's traceback is formatted on the caller and the exception is
+not kept. Capture code never raises into the program: a failure is logged once and counted; the
+user's exception is re-raised unchanged.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from flowcept_dist.api.links import engine_task
 from flowcept_dist.core import pipeline as _pipeline_mod
 from flowcept_dist.core.logging import LogOnce, _text
 from flowcept_dist.core.records import RecordType, Status, new_id
+from flowcept_dist.core.sanitize import detach, detach_args, detach_values
 
 log = logging.getLogger(__name__)
 errors = LogOnce(log, "task capture")
@@ -44,6 +49,7 @@ _now = time.time
 _TASK = RecordType.TASK.value
 _FINISHED = Status.FINISHED.value
 _ERROR = Status.ERROR.value
+_CHEAP = frozenset({type(None), bool, int, float})
 
 
 def links() -> tuple[str | None, str | None, str | None]:
@@ -115,11 +121,15 @@ def start(p, rec: dict, telemetry: bool = True) -> None:
 
 def finish(p, rec: dict, exc: BaseException | None = None, *, status: str | None = None, telemetry: bool = True,
            complete=None, args: tuple = (), kwargs: dict | None = None, result=NO_RESULT, extra=None,
-           ended_at: float | None = None) -> None:
+           ended_at: float | None = None, hold=None) -> None:
     """End a task: ``ended_at``, status (ERROR with the error if ``exc``), telemetry, emit. Never raises.
 
     ``complete(rec, args, kwargs, result, capture_inputs, capture_outputs, extra)`` runs later on
-    the processor thread (binding inputs, naming outputs) so the caller pays nothing for it.
+    the processor thread (binding inputs, naming outputs) so the caller pays nothing for it. What it
+    gets of ``args``, ``kwargs``, ``result`` (and what stays of ``rec["used"]``/``rec["generated"]``)
+    is detached here, on the caller (:func:`flowcept_dist.core.sanitize.detach`): nothing of the
+    user's arrays or tensors outlives the call. ``hold(args, kwargs) -> (args, kwargs)`` replaces the
+    default detaching of the inputs (a decorator's ``args_handler`` runs there, on the real values).
     """
     try:
         rec["ended_at"] = _now() if ended_at is None else ended_at
@@ -131,14 +141,33 @@ def finish(p, rec: dict, exc: BaseException | None = None, *, status: str | None
             s = p.sampler
             if s is not None:
                 rec["telemetry_at_end"] = s.latest
+        limit = p.max_value_bytes
+        for field in ("used", "generated"):
+            values = rec.get(field)
+            if values is not None:
+                rec[field] = detach_values(values, limit) if type(values) is dict else detach(values, limit)
         if complete is not None:
-            rec["_complete"] = (complete, args, kwargs, result, p.capture_inputs, p.capture_outputs, extra)
+            ins, outs = p.capture_inputs, p.capture_outputs
+            if not ins:
+                args, kwargs = (), {}
+            elif hold is not None:
+                args, kwargs = hold(args, kwargs)
+            else:
+                if args:
+                    args = detach_args(args, limit)
+                if kwargs:
+                    kwargs = detach_values(kwargs, limit)
+            if not outs:
+                result = NO_RESULT
+            elif type(result) not in _CHEAP and result is not NO_RESULT:
+                result = detach(result, limit)
+            rec["_complete"] = (complete, args, kwargs, result, ins, outs, extra)
         p.emit(rec)
     except Exception as err:
         errors(err, "recording a task")
 
 
-def _failed(p, rec, exc, complete, args, kwargs, extra, telemetry, not_a_call) -> None:
+def _failed(p, rec, exc, complete, args, kwargs, extra, telemetry, not_a_call, hold=None) -> None:
     """The exception path of :func:`call`: record the failure unless the call never started."""
     try:
         if not_a_call is not None and isinstance(exc, TypeError) and not_a_call(args, kwargs):
@@ -149,7 +178,7 @@ def _failed(p, rec, exc, complete, args, kwargs, extra, telemetry, not_a_call) -
             fail_open_iterations(p, exc, rec["task_id"])
     except Exception as err:
         errors(err, "recording a failed call")
-    finish(p, rec, exc, complete=complete, args=args, kwargs=kwargs, extra=extra, telemetry=telemetry)
+    finish(p, rec, exc, complete=complete, args=args, kwargs=kwargs, extra=extra, telemetry=telemetry, hold=hold)
 
 
 #: loops whose iteration was left early, waiting to learn whether an error ended it (api.loops)
@@ -157,12 +186,13 @@ _open_iterations: list = []
 
 
 def call(p, rec: dict, fn, args: tuple, kwargs: dict, complete=None, extra=None, telemetry: bool = True,
-         not_a_call=None):
+         not_a_call=None, hold=None):
     """Run ``fn(*args, **kwargs)`` as the task ``rec`` and record it. Returns what ``fn`` returns;
     re-raises what it raises, unchanged. Called on the user's thread: O(1), no I/O.
 
     ``telemetry``: record ``telemetry_at_start``/``_end`` (when a sampler runs). ``not_a_call(args,
     kwargs)``: on a TypeError, True when the arguments do not bind to ``fn`` (nothing ran: no record).
+    ``hold``: see :func:`finish`.
     """
     token = _set_task(rec["task_id"])
     if telemetry:
@@ -174,15 +204,16 @@ def call(p, rec: dict, fn, args: tuple, kwargs: dict, complete=None, extra=None,
         result = fn(*args, **kwargs)
     except BaseException as exc:
         _reset_task(token)
-        _failed(p, rec, exc, complete, args, kwargs, extra, telemetry, not_a_call)
+        _failed(p, rec, exc, complete, args, kwargs, extra, telemetry, not_a_call, hold)
         raise
     _reset_task(token)
-    finish(p, rec, complete=complete, args=args, kwargs=kwargs, result=result, extra=extra, telemetry=telemetry)
+    finish(p, rec, complete=complete, args=args, kwargs=kwargs, result=result, extra=extra, telemetry=telemetry,
+           hold=hold)
     return result
 
 
 async def acall(p, rec: dict, fn, args: tuple, kwargs: dict, complete=None, extra=None, telemetry: bool = True,
-                not_a_call=None):
+                not_a_call=None, hold=None):
     """:func:`call` for a coroutine function (the task id follows the asyncio task)."""
     token = _set_task(rec["task_id"])
     if telemetry:
@@ -194,10 +225,11 @@ async def acall(p, rec: dict, fn, args: tuple, kwargs: dict, complete=None, extr
         result = await fn(*args, **kwargs)
     except BaseException as exc:
         _reset_task(token)
-        _failed(p, rec, exc, complete, args, kwargs, extra, telemetry, not_a_call)
+        _failed(p, rec, exc, complete, args, kwargs, extra, telemetry, not_a_call, hold)
         raise
     _reset_task(token)
-    finish(p, rec, complete=complete, args=args, kwargs=kwargs, result=result, extra=extra, telemetry=telemetry)
+    finish(p, rec, complete=complete, args=args, kwargs=kwargs, result=result, extra=extra, telemetry=telemetry,
+           hold=hold)
     return result
 
 

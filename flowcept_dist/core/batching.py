@@ -40,7 +40,7 @@ import weakref
 from typing import TYPE_CHECKING
 
 from flowcept_dist.core.logging import LogOnce, _text
-from flowcept_dist.core.sanitize import sanitize
+from flowcept_dist.core.sanitize import Summary, sanitize
 from flowcept_dist.core.spooling import SpoolingMixin
 from flowcept_dist.core.stats import PipelineStats
 from flowcept_dist.core.validate import problem
@@ -168,8 +168,11 @@ class BatchProcessor(SpoolingMixin):
         q.append(record)
         n = len(q)
         if n >= self.batch_size:
-            self._wake.set()
-            if n >= self._high and self._spooler is not None:
+            # Event.set takes a lock and notifies: only when the exporter is not already woken (it
+            # drains the whole queue once awake, so a backlog does not cost every caller a set())
+            if not self._wake.is_set():
+                self._wake.set()
+            if n >= self._high and self._spooler is not None and not self._spool_wake.is_set():
                 self._spool_wake.set()
 
     def _wait_room(self, timeout_s: float) -> bool:
@@ -303,8 +306,14 @@ class BatchProcessor(SpoolingMixin):
                     values = {"value": values}
                 clean = {}
                 for k, v in values.items():
-                    if type(v) in _SCALARS and (type(v) is not str or len(v) < max_str):
+                    tv = type(v)
+                    if tv in _SCALARS and (tv is not str or len(v) < max_str):
                         clean[k if type(k) is str else str(k)] = v  # fast path: nothing to convert
+                        continue
+                    if tv is Summary:  # described on the caller (sanitize.detach): JSON-safe already
+                        if "truncated" in v:
+                            self.stats.truncated_values += 1
+                        clean[k if type(k) is str else str(k)] = v
                         continue
                     sv, truncated = sanitize(v, max_bytes, repr_chars)
                     if truncated:
