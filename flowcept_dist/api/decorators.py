@@ -21,7 +21,7 @@ from flowcept_dist.api import task as _task
 from flowcept_dist.api.context import Flowcept
 from flowcept_dist.core import pipeline as runtime
 from flowcept_dist.core.records import AdapterId
-from flowcept_dist.core.sanitize import detach
+from flowcept_dist.core.sanitize import Summary, detach
 
 _INSTR = AdapterId.INSTRUMENTATION.value
 NO_RESULT = _task.NO_RESULT
@@ -90,8 +90,9 @@ def binding_check(func):
 
 
 def name_outputs(result, output_names):
-    """``generated`` of a call: a dict result as is, else named by ``output_names`` or ``arg_0``."""
-    if isinstance(result, dict):
+    """``generated`` of a call: a dict result as is, else named by ``output_names`` or ``arg_0``
+    (a :class:`Summary` of a detached array or tensor is a value, not a dict of outputs)."""
+    if isinstance(result, dict) and type(result) is not Summary:
         return result
     if output_names is None:
         return {UNNAMED_OUTPUT: result}

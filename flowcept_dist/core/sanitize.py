@@ -109,6 +109,13 @@ def _summary(obj, repr_chars: int) -> dict:
             out["size"] = len(obj)
     except Exception:
         pass
+    if "nbytes" not in out and not is_torch:
+        try:
+            nb = getattr(obj, "nbytes", None)
+            if type(nb) is int:
+                out["nbytes"] = nb
+        except Exception:
+            pass
     if mod.startswith("pandas") and hasattr(obj, "columns"):
         try:
             out["columns"] = [str(c) for c in list(obj.columns)[:50]]
