@@ -19,15 +19,11 @@ import inspect
 
 from flowcept_dist.api import task as _task
 from flowcept_dist.api.context import Flowcept
-from flowcept_dist.core import pipeline as runtime
 from flowcept_dist.core.records import AdapterId
 from flowcept_dist.core.sanitize import Summary, detach
 
 _INSTR = AdapterId.INSTRUMENTATION.value
 NO_RESULT = _task.NO_RESULT
-_new_task = _task.new_task
-_call = _task.call
-_acall = _task.acall
 #: the name of an unnamed return value (Flowcept's decorators: positional outputs are ``arg_<i>``)
 UNNAMED_OUTPUT = "arg_0"
 #: keywords of Flowcept's decorator accepted with no effect here
@@ -172,39 +168,14 @@ def flowcept_task(func=None, *, output_names=None, activity_id: str | None = Non
         if outputs and result is not NO_RESULT and result is not None:
             rec["generated"] = name_outputs(result, output_names)
 
-    if inspect.iscoroutinefunction(func):
-        @functools.wraps(func)
-        async def async_wrapper(*args, **kwargs):
-            p = runtime._pipeline
-            if p is None:
-                p = _task.active_pipeline()
-                if p is None:
-                    return await func(*args, **kwargs)
-            if not p.enabled:
-                return await func(*args, **kwargs)
-            rec = _new_task(name, adapter_id)
-            if extra:
-                rec.update(extra)
-            return await _acall(p, rec, func, args, kwargs, complete, telemetry=telemetry, not_a_call=not_a_call,
-                                hold=hold)
+    spec = _task.TaskSpec(name, adapter_id, extra, complete, telemetry=telemetry, not_a_call=not_a_call, hold=hold)
 
+    if inspect.iscoroutinefunction(func):
+        async_wrapper = functools.wraps(func)(_task.async_task_wrapper(func, spec))
         async_wrapper.__wrapped_flowcept__ = True  # type: ignore[attr-defined]
         return async_wrapper
 
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        p = runtime._pipeline
-        if p is None:
-            p = _task.active_pipeline()
-            if p is None:
-                return func(*args, **kwargs)
-        if not p.enabled:
-            return func(*args, **kwargs)
-        rec = _new_task(name, adapter_id)
-        if extra:
-            rec.update(extra)
-        return _call(p, rec, func, args, kwargs, complete, telemetry=telemetry, not_a_call=not_a_call, hold=hold)
-
+    wrapper = functools.wraps(func)(_task.task_wrapper(func, spec))
     wrapper.__wrapped_flowcept__ = True  # type: ignore[attr-defined]
     return wrapper
 

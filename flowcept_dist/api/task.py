@@ -23,14 +23,17 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import sys
 import time
 import traceback
 
 from flowcept_dist.api.context import _workflows
+from flowcept_dist.api.links import _triggers as _engine_triggers
 from flowcept_dist.api.links import engine_task
 from flowcept_dist.core import pipeline as _pipeline_mod
 from flowcept_dist.core.logging import LogOnce, _text
 from flowcept_dist.core.records import RecordType, Status, new_id
+from flowcept_dist.core.records import _ids as _id_source
 from flowcept_dist.core.sanitize import detach, detach_args, detach_values
 
 log = logging.getLogger(__name__)
@@ -46,10 +49,16 @@ _reset_task = current_task_id.reset
 NO_RESULT = object()
 
 _now = time.time
+_new_id = _id_source.new  # new_id() without a call layer (the id source is re-seeded in place after fork)
 _TASK = RecordType.TASK.value
 _FINISHED = Status.FINISHED.value
 _ERROR = Status.ERROR.value
 _CHEAP = frozenset({type(None), bool, int, float})
+
+
+#: ``len(sys.modules)`` when no engine's trigger module was imported (engine_task has nothing to ask
+#: until the program imports more modules); -1: look again
+_no_engine_at = -1
 
 
 def links() -> tuple[str | None, str | None, str | None]:
@@ -58,12 +67,19 @@ def links() -> tuple[str | None, str | None, str | None]:
     The current task and the innermost ``Flowcept`` context first; what they lack comes from the
     Dask/Ray task running this thread (:func:`flowcept_dist.api.links.engine_task`).
     """
+    global _no_engine_at
     parent = _get_task()
     w = _workflows
     if parent is not None and w:
         wf = w[-1]
         return parent, wf.workflow_id, wf.campaign_id
-    tid, wf_id, camp = engine_task()
+    n = len(sys.modules)
+    if n == _no_engine_at:  # no engine imported since the last look: nothing to ask
+        tid = wf_id = camp = None
+    else:
+        tid, wf_id, camp = engine_task()
+        if tid is None and not any(t in sys.modules for t in _engine_triggers.values()):
+            _no_engine_at = n
     if w:
         wf = w[-1]
         wf_id, camp = wf.workflow_id, wf.campaign_id
@@ -231,6 +247,154 @@ async def acall(p, rec: dict, fn, args: tuple, kwargs: dict, complete=None, extr
     finish(p, rec, complete=complete, args=args, kwargs=kwargs, result=result, extra=extra, telemetry=telemetry,
            hold=hold)
     return result
+
+
+class TaskSpec:
+    """What a decorator knows of its tasks before any call: the static part of their records.
+
+    The wrappers build each record from it in one dict display (the record template) and do
+    the whole begin/end inline (:func:`task_wrapper`).
+    """
+
+    __slots__ = ("activity_id", "adapter_id", "extra", "complete", "telemetry", "not_a_call", "hold")
+
+    def __init__(self, activity_id: str, adapter_id: str, extra: dict | None, complete, telemetry: bool = True,
+                 not_a_call=None, hold=None) -> None:
+        self.activity_id = activity_id
+        self.adapter_id = adapter_id
+        self.extra = dict(extra) if extra else None
+        self.complete = complete
+        self.telemetry = telemetry
+        self.not_a_call = not_a_call
+        self.hold = hold
+
+
+def _end(p, spec: TaskSpec, rec: dict, args, kwargs, result, tel0) -> None:
+    """The success half of a decorated call: telemetry, extra fields, detach the values, emit. Never raises."""
+    try:
+        if tel0 is not None:
+            rec["telemetry_at_start"] = tel0
+            s = p.sampler
+            if s is not None:
+                rec["telemetry_at_end"] = s.latest
+        extra = spec.extra
+        if extra:
+            rec.update(extra)
+        ins, outs = p.capture_inputs, p.capture_outputs
+        if not ins:
+            args, kwargs = (), {}
+        elif spec.hold is not None:
+            args, kwargs = spec.hold(args, kwargs)
+        else:
+            # inline detach_args for the common case: every argument a number or a short string
+            for v in args:
+                t = type(v)
+                if t not in _CHEAP and (t is not str or len(v) > 4096):
+                    args = detach_args(args, p.max_value_bytes)
+                    break
+            if kwargs:
+                kwargs = detach_values(kwargs, p.max_value_bytes)
+        if not outs:
+            result = NO_RESULT
+        elif type(result) not in _CHEAP:
+            result = detach(result, p.max_value_bytes)
+        rec["_complete"] = (spec.complete, args, kwargs, result, ins, outs, None)
+        p.emit(rec)
+    except Exception as err:
+        errors(err, "recording a task")
+
+
+def task_wrapper(fn, spec: TaskSpec):
+    """``fn`` recorded as a task at each call (the decorators' wrapper, before ``functools.wraps``).
+
+    The whole begin/end is inline: one Python call around the user's (``_end`` after it). The
+    record is one dict display of the spec's static fields and the call's ids and times. Returns
+    what ``fn`` returns; re-raises what it raises, unchanged. Caller's thread: O(1), no I/O.
+    """
+    activity_id, adapter_id = spec.activity_id, spec.adapter_id
+    pipe = _pipeline_mod
+
+    def wrapper(*args, **kwargs):
+        p = pipe._pipeline
+        if p is None or not p.enabled:
+            p = active_pipeline()
+            if p is None:
+                return fn(*args, **kwargs)
+        parent = _get_task()
+        w = _workflows
+        if parent is not None and w:
+            wf = w[-1]
+            wf_id, camp = wf.workflow_id, wf.campaign_id
+        else:
+            parent, wf_id, camp = links()
+        tid = _new_id()
+        token = _set_task(tid)
+        tel0 = None
+        if spec.telemetry:
+            s = p.sampler
+            if s is not None:
+                tel0 = s.latest
+        t0 = _now()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            _reset_task(token)
+            _run_failed(p, spec, tid, parent, wf_id, camp, args, kwargs, exc, tel0, t0)
+            raise
+        t1 = _now()
+        _reset_task(token)
+        _end(p, spec, {"type": _TASK, "task_id": tid, "activity_id": activity_id, "adapter_id": adapter_id,
+                       "parent_task_id": parent, "workflow_id": wf_id, "campaign_id": camp, "started_at": t0,
+                       "ended_at": t1, "status": _FINISHED}, args, kwargs, result, tel0)
+        return result
+
+    return wrapper
+
+
+def async_task_wrapper(fn, spec: TaskSpec):
+    """:func:`task_wrapper` for a coroutine function (the task id follows the asyncio task)."""
+    activity_id, adapter_id = spec.activity_id, spec.adapter_id
+    pipe = _pipeline_mod
+
+    async def wrapper(*args, **kwargs):
+        p = pipe._pipeline
+        if p is None or not p.enabled:
+            p = active_pipeline()
+            if p is None:
+                return await fn(*args, **kwargs)
+        parent, wf_id, camp = links()
+        tid = _new_id()
+        token = _set_task(tid)
+        tel0 = None
+        if spec.telemetry:
+            s = p.sampler
+            if s is not None:
+                tel0 = s.latest
+        t0 = _now()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            _reset_task(token)
+            _run_failed(p, spec, tid, parent, wf_id, camp, args, kwargs, exc, tel0, t0)
+            raise
+        t1 = _now()
+        _reset_task(token)
+        _end(p, spec, {"type": _TASK, "task_id": tid, "activity_id": activity_id, "adapter_id": adapter_id,
+                       "parent_task_id": parent, "workflow_id": wf_id, "campaign_id": camp, "started_at": t0,
+                       "ended_at": t1, "status": _FINISHED}, args, kwargs, result, tel0)
+        return result
+
+    return wrapper
+
+
+def _run_failed(p, spec: TaskSpec, tid, parent, wf_id, camp, args, kwargs, exc, tel0, t0) -> None:
+    rec = {"type": _TASK, "task_id": tid, "activity_id": spec.activity_id, "adapter_id": spec.adapter_id,
+           "parent_task_id": parent, "workflow_id": wf_id, "campaign_id": camp, "started_at": t0}
+    if spec.extra:
+        rec.update(spec.extra)
+    if tel0 is not None:
+        rec["telemetry_at_start"] = tel0
+    _failed(p, rec, exc, spec.complete, args, kwargs, None, spec.telemetry, spec.not_a_call, spec.hold)
 
 
 def restore_task_id(token) -> None:

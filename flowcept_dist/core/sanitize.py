@@ -242,7 +242,6 @@ class Summary(dict):
 
 
 _CHEAP = frozenset({type(None), bool, int, float})
-_BYTES = (bytes, bytearray, memoryview)
 #: containers up to this many items are copied on the caller, their items detached; larger ones are
 #: shallow-copied when their items are cheap (numbers, short strings), else sanitized at once
 _HOLD_ITEMS = 64
@@ -300,10 +299,11 @@ def detach(value, max_bytes: int = 65536, repr_chars: int = 200, _depth: int = 0
                         for k, v in value.items()}
             items = [v if type(v) in _CHEAP else detach(v, max_bytes, repr_chars, _depth + 1) for v in value]
             return tuple(items) if t is tuple else items
-        if isinstance(value, _BYTES):
-            n = value.nbytes if t is memoryview else len(value)
-            head = bytes(value[:64]) if t is not memoryview else value.tobytes()[:64] if n <= 64 else b""
-            return Summary(type=type_name(value), size=n, repr=safe_repr(head, repr_chars))
+        if isinstance(value, memoryview):
+            n = value.nbytes
+            return Summary(type=type_name(value), size=n, repr=safe_repr(value.tobytes() if n <= 64 else b"", repr_chars))
+        if isinstance(value, (bytes, bytearray)):
+            return Summary(type=type_name(value), size=len(value), repr=safe_repr(bytes(value[:64]), repr_chars))
         mod = (t.__module__ or "").partition(".")[0]
         if mod in _DATA_MODULES:
             if mod == "numpy":
