@@ -161,7 +161,11 @@ def finish(p, rec: dict, exc: BaseException | None = None, *, status: str | None
         for field in ("used", "generated"):
             values = rec.get(field)
             if values is not None:
-                rec[field] = detach_values(values, limit) if type(values) is dict else detach(values, limit)
+                if type(values) is dict:  # the caller's own dict (FlowceptTask(used=...)): a copy, as at this moment
+                    out = detach_values(values, limit)
+                    rec[field] = dict(values) if out is values else out
+                else:
+                    rec[field] = detach(values, limit)
         if complete is not None:
             ins, outs = p.capture_inputs, p.capture_outputs
             if not ins:
