@@ -315,8 +315,11 @@ def task_wrapper(fn, spec: TaskSpec):
     record is one dict display of the spec's static fields and the call's ids and times. Returns
     what ``fn`` returns; re-raises what it raises, unchanged. Caller's thread: O(1), no I/O.
     """
-    activity_id, adapter_id = spec.activity_id, spec.adapter_id
+    activity_id, adapter_id, extra, complete, telemetry = (spec.activity_id, spec.adapter_id, spec.extra,
+                                                            spec.complete, spec.telemetry)
+    hold = spec.hold
     pipe = _pipeline_mod
+    modules = sys.modules
 
     def wrapper(*args, **kwargs):
         p = pipe._pipeline
@@ -326,7 +329,7 @@ def task_wrapper(fn, spec: TaskSpec):
                 return fn(*args, **kwargs)
         parent = _get_task()
         w = _workflows
-        if parent is not None and w:
+        if w and (parent is not None or len(modules) == _no_engine_at):  # links() without asking the engines
             wf = w[-1]
             wf_id, camp = wf.workflow_id, wf.campaign_id
         else:
@@ -334,7 +337,7 @@ def task_wrapper(fn, spec: TaskSpec):
         tid = _new_id()
         token = _set_task(tid)
         tel0 = None
-        if spec.telemetry:
+        if telemetry:
             s = p.sampler
             if s is not None:
                 tel0 = s.latest
@@ -347,9 +350,39 @@ def task_wrapper(fn, spec: TaskSpec):
             raise
         t1 = _now()
         _reset_task(token)
-        _end(p, spec, {"type": _TASK, "task_id": tid, "activity_id": activity_id, "adapter_id": adapter_id,
-                       "parent_task_id": parent, "workflow_id": wf_id, "campaign_id": camp, "started_at": t0,
-                       "ended_at": t1, "status": _FINISHED}, args, kwargs, result, tel0)
+        try:  # _end, inline: the record, the detached values, emit. Never raises.
+            rec = {"type": _TASK, "task_id": tid, "activity_id": activity_id, "adapter_id": adapter_id,
+                   "parent_task_id": parent, "workflow_id": wf_id, "campaign_id": camp, "started_at": t0,
+                   "ended_at": t1, "status": _FINISHED}
+            if tel0 is not None:
+                rec["telemetry_at_start"] = tel0
+                s = p.sampler
+                if s is not None:
+                    rec["telemetry_at_end"] = s.latest
+            if extra:
+                rec.update(extra)
+            ins, outs = p.capture_inputs, p.capture_outputs
+            a, k, r = args, kwargs, result
+            if not ins:
+                a, k = (), {}
+            elif hold is not None:
+                a, k = hold(a, k)
+            else:
+                for v in a:
+                    t = type(v)
+                    if t not in _CHEAP and (t is not str or len(v) > 4096):
+                        a = detach_args(a, p.max_value_bytes)
+                        break
+                if k:
+                    k = detach_values(k, p.max_value_bytes)
+            if not outs:
+                r = NO_RESULT
+            elif type(r) not in _CHEAP:
+                r = detach(r, p.max_value_bytes)
+            rec["_complete"] = (complete, a, k, r, ins, outs, None)
+            p.emit(rec)
+        except Exception as err:
+            errors(err, "recording a task")
         return result
 
     return wrapper
