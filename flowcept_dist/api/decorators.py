@@ -160,13 +160,16 @@ def flowcept_task(func=None, *, output_names=None, activity_id: str | None = Non
         # runs on the processor thread: binding and output naming cost the caller nothing
         if inputs:
             used = bind(args, kwargs)
-            if isinstance(used, dict):
+            if isinstance(used, dict) and ("workflow_id" in used or "campaign_id" in used):
                 for key in ("workflow_id", "campaign_id"):
                     if isinstance(used.get(key), str):  # Flowcept's way to place a call in a workflow
                         rec[key] = used.pop(key)
             rec["used"] = used
         if outputs and result is not NO_RESULT and result is not None:
-            rec["generated"] = name_outputs(result, output_names)
+            if output_names is None and not isinstance(result, dict):
+                rec["generated"] = {UNNAMED_OUTPUT: result}
+            else:
+                rec["generated"] = name_outputs(result, output_names)
 
     spec = _task.TaskSpec(name, adapter_id, extra, complete, telemetry=telemetry, not_a_call=not_a_call, hold=hold)
 
