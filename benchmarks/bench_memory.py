@@ -12,7 +12,9 @@ the difference to plain Python and the loop-time ratio, side by side in the same
 Two workloads: ``arg`` passes each fresh array to the function (which returns a float); ``result``
 has the function return a fresh array the caller drops at once. Capture must not keep either alive
 past the call: the goal is peak RSS <= plain + 50 MB and loop time within 5%. Peak RSS is the
-process's ``ru_maxrss`` (whole run, the interpreter and imports included).
+process's ``ru_maxrss`` (whole run, the interpreter and imports included); CPU is the process's
+user+system time during the loop (all threads: the exporter's too), steadier than wall time on a
+loaded machine.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ if variant != "plain":
     ctx.__enter__()
 fn(np.zeros(8)) if workload == "arg" else None  # warm up (pipeline, sampler)
 base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+ru0 = resource.getrusage(resource.RUSAGE_SELF)
 t0 = time.perf_counter()
 if workload == "arg":
     for i in range(n):
@@ -57,8 +60,10 @@ else:
         r = fn(i)
         del r
 t1 = time.perf_counter()
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-out = {"loop_s": t1 - t0, "peak_mb": peak, "base_mb": base_rss}
+ru1 = resource.getrusage(resource.RUSAGE_SELF)
+peak = ru1.ru_maxrss / 1024
+cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)  # every thread of the process
+out = {"loop_s": t1 - t0, "peak_mb": peak, "base_mb": base_rss, "cpu_s": cpu}
 if ctx is not None:
     ctx.__exit__(None, None, None)
     st = ctx.stats.snapshot() if ctx.stats is not None else {}
@@ -108,15 +113,18 @@ def main() -> None:
             plain_loop = median_spread([r["loop_s"] for r in results["plain"]])[0]
             what = "passed to" if workload == "arg" else "returned by"
             print(f"workload '{workload}': arrays {what} the function")
-            print(f"  {'variant':<15} {'peak RSS MB':>14} {'vs plain MB':>12} {'loop s':>13} {'loop vs plain':>14}")
+            plain_cpu = median_spread([r["cpu_s"] for r in results["plain"]])[0]
+            print(f"  {'variant':<15} {'peak RSS MB':>14} {'vs plain MB':>12} {'loop s':>13} {'loop vs plain':>14}"
+                  f" {'CPU s':>7} {'CPU vs plain':>13}")
             for name, rs in results.items():
                 peak, peak_sp = median_spread([r["peak_mb"] for r in rs])
                 loop, loop_sp = median_spread([r["loop_s"] for r in rs])
                 extra = ""
                 if rs[-1].get("exported") is not None:
                     extra = f"  exported {rs[-1]['exported']}, dropped {rs[-1]['dropped']}"
+                cpu = median_spread([r["cpu_s"] for r in rs])[0]
                 print(f"  {name:<15} {peak:>8.0f} ±{peak_sp:<4.0f} {peak - plain_peak:>+11.0f} {loop:>7.2f} ±{loop_sp:<4.2f}"
-                      f" {loop / plain_loop:>13.2f}x{extra}")
+                      f" {loop / plain_loop:>13.2f}x {cpu:>7.2f} {cpu / plain_cpu:>12.2f}x{extra}")
         print(f"  (goal: peak <= plain + 50 MB, loop within 5%; load average now {os.getloadavg()})")
     finally:
         if redis is not None:
