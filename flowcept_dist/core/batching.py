@@ -282,7 +282,7 @@ class BatchProcessor(SpoolingMixin):
 
         Per-batch work is hoisted out of the record loop (the context items, limits, bound methods);
         a value dict whose values are all JSON-safe scalars is kept as it is (no copy). Every
-        ``_YIELD_EVERY`` records the thread sleeps(0) while the queue is below its low-water mark: it
+        ``_YIELD_EVERY`` records the thread sleeps(0) while the queue holds at most a few batches: it
         gives the GIL to a capture call waiting for it, so a batch does not hold the caller for a whole
         switch interval (5 ms). With a backlog it does not yield (getting the GIL back can take a switch
         interval: the queue would fill during a burst).
@@ -294,10 +294,11 @@ class BatchProcessor(SpoolingMixin):
         stats = self.stats
         good, dead = [], []
         n = 0
-        queue, low = self._queue, self._low
+        queue = self._queue
+        yield_below = min(self._low, 4 * self.batch_size)  # no backlog: a few batches at most
         for rec in batch:
             n += 1
-            if n % _YIELD_EVERY == 0 and len(queue) < low:
+            if n % _YIELD_EVERY == 0 and len(queue) < yield_below:
                 _sleep(0)  # only without a backlog: then the exporter's throughput comes first
             if type(rec) is not dict:
                 dead.append((rec, f"record is a {type(rec).__name__}, not a dict"))
