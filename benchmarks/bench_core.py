@@ -1,6 +1,6 @@
 """Core benchmark: @flowcept_task per-call cost, consumer ingest rate, import time.
 
-    python benchmarks/bench_core.py [--quick] [--no-flowcept]
+    python benchmarks/bench_core.py [--quick] [--no-flowcept] [--decorator-only]
 
 Every variant of the decorator benchmark runs in a fresh subprocess, the
 variants interleaved, repeated; medians and spreads are printed with ratios
@@ -52,6 +52,20 @@ if ctx is not None:
     ctx.__exit__(None, None, None)  # flushes: everything exported
 t2 = time.perf_counter()
 out = {"loop_us": (t1 - t0) / n * 1e6, "total_us": (t2 - t0) / n * 1e6}
+if ctx is not None and variant != "flowcept-1.0.3":
+    # caller latency while an export runs: n more calls timed one by one, the first n being exported meanwhile
+    ctx = Flowcept(workflow_name="bench-latency")
+    ctx.__enter__()
+    for i in range(n):
+        fn(i)
+    ns, clock = [], time.perf_counter_ns
+    for i in range(n):
+        a = clock()
+        fn(i)
+        ns.append(clock() - a)
+    ctx.__exit__(None, None, None)
+    ns.sort()
+    out.update(p50_us=ns[len(ns) // 2] / 1e3, p99_us=ns[int(len(ns) * 0.99)] / 1e3)
 if variant not in ("plain", "flowcept-1.0.3") and ctx.stats is not None:
     st = ctx.stats.snapshot()
     out.update(exported=st["exported"], dropped=st["dropped_total"])
@@ -102,8 +116,9 @@ def bench_decorator(args, redis_port: int | None) -> None:
     plain = median_spread([r["total_us"] for r in results["plain"]])[0]
     fl = results.get("flowcept-1.0.3")
     fl_over = (median_spread([r["total_us"] for r in fl])[0] - plain) if fl else None
+    print(f"  load average {os.getloadavg()}")
     print(f"  {'variant':<16} {'caller us/call':>15} {'incl. flush':>12} {'added us/call':>14} {'vs plain':>9} "
-          f"{'vs flowcept':>11}")
+          f"{'vs flowcept':>11} {'p50 us':>7} {'p99 us':>7}")
     for name, rs in results.items():
         loop, loop_sp = median_spread([r["loop_us"] for r in rs])
         total, total_sp = median_spread([r["total_us"] for r in rs])
@@ -112,10 +127,16 @@ def bench_decorator(args, redis_port: int | None) -> None:
         extra = ""
         if "exported" in rs[-1]:
             extra = f"  exported {rs[-1]['exported']}, dropped {rs[-1]['dropped']}"
+        lat = "       -       -"
+        if "p50_us" in rs[-1]:
+            lat = (f" {median_spread([r['p50_us'] for r in rs])[0]:>7.2f}"
+                   f" {median_spread([r['p99_us'] for r in rs])[0]:>7.2f}")
         print(f"  {name:<16} {loop:>9.2f} ±{loop_sp:<4.2f} {total:>8.2f} ±{total_sp:<4.2f}"
-              f" {added:>10.2f}    {total / plain:>7.1f}x {ratio_fl:>11}{extra}")
+              f" {added:>10.2f}    {total / plain:>7.1f}x {ratio_fl:>11}{lat}{extra}")
     print("  (caller = time on the calling thread in the loop; incl. flush = until every record is exported;"
-          " added = incl. flush minus plain; 'vs flowcept' = our added cost / Flowcept 1.0.3's)")
+          " added = incl. flush minus plain; 'vs flowcept' = our added cost / Flowcept 1.0.3's;"
+          " p50/p99 = one call's time while the previous calls' records are being exported)")
+    print(f"  load average now {os.getloadavg()}")
 
 
 def _ingest_fill(settings, n: int) -> None:
@@ -222,6 +243,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer calls and records")
     ap.add_argument("--no-flowcept", action="store_true", help="skip Flowcept 1.0.3")
+    ap.add_argument("--decorator-only", action="store_true", help="only the @flowcept_task measure")
     args = ap.parse_args()
     try:
         redis = RedisProcess()
@@ -229,9 +251,10 @@ def main() -> None:
         print(f"redis-server unavailable ({exc}): Redis variants skipped")
         redis = None
     try:
-        bench_import()
+        if not args.decorator_only:
+            bench_import()
         bench_decorator(args, redis.port if redis else None)
-        if redis:
+        if redis and not args.decorator_only:
             bench_ingest(args, redis.port)
     finally:
         if redis:

@@ -19,14 +19,11 @@ import inspect
 
 from flowcept_dist.api import task as _task
 from flowcept_dist.api.context import Flowcept
-from flowcept_dist.core import pipeline as runtime
 from flowcept_dist.core.records import AdapterId
+from flowcept_dist.core.sanitize import Summary, detach
 
 _INSTR = AdapterId.INSTRUMENTATION.value
 NO_RESULT = _task.NO_RESULT
-_new_task = _task.new_task
-_call = _task.call
-_acall = _task.acall
 #: the name of an unnamed return value (Flowcept's decorators: positional outputs are ``arg_<i>``)
 UNNAMED_OUTPUT = "arg_0"
 #: keywords of Flowcept's decorator accepted with no effect here
@@ -89,8 +86,9 @@ def binding_check(func):
 
 
 def name_outputs(result, output_names):
-    """``generated`` of a call: a dict result as is, else named by ``output_names`` or ``arg_0``."""
-    if isinstance(result, dict):
+    """``generated`` of a call: a dict result as is, else named by ``output_names`` or ``arg_0``
+    (a :class:`Summary` of a detached array or tensor is a value, not a dict of outputs)."""
+    if isinstance(result, dict) and type(result) is not Summary:
         return result
     if output_names is None:
         return {UNNAMED_OUTPUT: result}
@@ -128,7 +126,20 @@ def flowcept_task(func=None, *, output_names=None, activity_id: str | None = Non
                                  capture_telemetry=capture_telemetry, args_handler=args_handler, agent_id=agent_id,
                                  source_agent_id=source_agent_id)
     name = activity_id or func.__name__
-    bind = binder(func) if args_handler is None else (lambda a, k: args_handler(*a, **k))
+    hold = None
+    if args_handler is None:
+        bind = binder(func)
+    else:
+        def hold(args, kwargs):
+            # on the caller, after the call: the handler sees the real values; what it makes is detached
+            try:
+                return (detach(args_handler(*args, **kwargs)),), {}
+            except Exception as exc:
+                _task.errors(exc, "args_handler")
+                return (None,), {}
+
+        def bind(args, kwargs):
+            return args[0]
     not_a_call = binding_check(func)
     telemetry = True if capture_telemetry is None else bool(capture_telemetry)
     extra: dict = {}
@@ -149,46 +160,25 @@ def flowcept_task(func=None, *, output_names=None, activity_id: str | None = Non
         # runs on the processor thread: binding and output naming cost the caller nothing
         if inputs:
             used = bind(args, kwargs)
-            if isinstance(used, dict):
+            if isinstance(used, dict) and ("workflow_id" in used or "campaign_id" in used):
                 for key in ("workflow_id", "campaign_id"):
                     if isinstance(used.get(key), str):  # Flowcept's way to place a call in a workflow
                         rec[key] = used.pop(key)
             rec["used"] = used
         if outputs and result is not NO_RESULT and result is not None:
-            rec["generated"] = name_outputs(result, output_names)
+            if output_names is None and not isinstance(result, dict):
+                rec["generated"] = {UNNAMED_OUTPUT: result}
+            else:
+                rec["generated"] = name_outputs(result, output_names)
+
+    spec = _task.TaskSpec(name, adapter_id, extra, complete, telemetry=telemetry, not_a_call=not_a_call, hold=hold)
 
     if inspect.iscoroutinefunction(func):
-        @functools.wraps(func)
-        async def async_wrapper(*args, **kwargs):
-            p = runtime._pipeline
-            if p is None:
-                p = _task.active_pipeline()
-                if p is None:
-                    return await func(*args, **kwargs)
-            if not p.enabled:
-                return await func(*args, **kwargs)
-            rec = _new_task(name, adapter_id)
-            if extra:
-                rec.update(extra)
-            return await _acall(p, rec, func, args, kwargs, complete, telemetry=telemetry, not_a_call=not_a_call)
-
+        async_wrapper = functools.wraps(func)(_task.async_task_wrapper(func, spec))
         async_wrapper.__wrapped_flowcept__ = True  # type: ignore[attr-defined]
         return async_wrapper
 
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        p = runtime._pipeline
-        if p is None:
-            p = _task.active_pipeline()
-            if p is None:
-                return func(*args, **kwargs)
-        if not p.enabled:
-            return func(*args, **kwargs)
-        rec = _new_task(name, adapter_id)
-        if extra:
-            rec.update(extra)
-        return _call(p, rec, func, args, kwargs, complete, telemetry=telemetry, not_a_call=not_a_call)
-
+    wrapper = functools.wraps(func)(_task.task_wrapper(func, spec))
     wrapper.__wrapped_flowcept__ = True  # type: ignore[attr-defined]
     return wrapper
 

@@ -40,7 +40,7 @@ import weakref
 from typing import TYPE_CHECKING
 
 from flowcept_dist.core.logging import LogOnce, _text
-from flowcept_dist.core.sanitize import sanitize
+from flowcept_dist.core.sanitize import Summary, sanitize
 from flowcept_dist.core.spooling import SpoolingMixin
 from flowcept_dist.core.stats import PipelineStats
 from flowcept_dist.core.validate import problem
@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 
 _VALUE_FIELDS = ("used", "generated")
 _SCALARS = frozenset({int, str, bool, type(None)})  # JSON-safe as they are (floats may be nan/inf)
+#: the exporter yields the GIL (sleep(0)) every this many records it prepares
+_YIELD_EVERY = 200
+_sleep = time.sleep
 _processors: "weakref.WeakSet[BatchProcessor]" = weakref.WeakSet()
 
 
@@ -168,8 +171,11 @@ class BatchProcessor(SpoolingMixin):
         q.append(record)
         n = len(q)
         if n >= self.batch_size:
-            self._wake.set()
-            if n >= self._high and self._spooler is not None:
+            # Event.set takes a lock and notifies: only when the exporter is not already woken (it
+            # drains the whole queue once awake, so a backlog does not cost every caller a set())
+            if not self._wake.is_set():
+                self._wake.set()
+            if n >= self._high and self._spooler is not None and not self._spool_wake.is_set():
                 self._spool_wake.set()
 
     def _wait_room(self, timeout_s: float) -> bool:
@@ -272,17 +278,32 @@ class BatchProcessor(SpoolingMixin):
 
     def _prepare(self, batch: list[dict]) -> list[dict]:
         """Complete, sanitize, attach the context, validate and number ``batch``. Returns the records to
-        deliver; poison records are dead-lettered here with their reason."""
-        ctx = self.context
+        deliver; poison records are dead-lettered here with their reason.
+
+        Per-batch work is hoisted out of the record loop (the context items, limits, bound methods);
+        a value dict whose values are all JSON-safe scalars is kept as it is (no copy). Every
+        ``_YIELD_EVERY`` records the thread sleeps(0) while the queue holds at most a few batches: it
+        gives the GIL to a capture call waiting for it, so a batch does not hold the caller for a whole
+        switch interval (5 ms). With a backlog it does not yield (getting the GIL back can take a switch
+        interval: the queue would fill during a burst).
+        """
+        ctx_items = tuple(self.context.items())
         max_bytes = self.max_value_bytes
         max_str = max_bytes // 4
         repr_chars = self.max_repr_chars
+        stats = self.stats
         good, dead = [], []
+        n = 0
+        queue = self._queue
+        yield_below = min(self._low, 4 * self.batch_size)  # no backlog: a few batches at most
         for rec in batch:
+            n += 1
+            if n % _YIELD_EVERY == 0 and len(queue) < yield_below:
+                _sleep(0)  # only without a backlog: then the exporter's throughput comes first
             if type(rec) is not dict:
                 dead.append((rec, f"record is a {type(rec).__name__}, not a dict"))
                 continue
-            for key, val in ctx.items():
+            for key, val in ctx_items:
                 if key not in rec:
                     rec[key] = val
             done = rec.pop("_complete", None)
@@ -292,23 +313,44 @@ class BatchProcessor(SpoolingMixin):
                 try:
                     done[0](rec, *done[1:])
                 except Exception as exc:
-                    self.stats.hook_failures += 1
+                    stats.hook_failures += 1
                     self._log_once.once("complete", "flowcept_dist: could not record inputs/outputs (%s: %s); logged once",
                                         type(exc).__name__, _text(exc))
             for field in _VALUE_FIELDS:
                 values = rec.get(field)
                 if values is None:
                     continue
-                if not isinstance(values, dict):
+                if type(values) is dict:
+                    for k, v in values.items():  # fast path: every key a string, every value a JSON scalar
+                        if type(k) is not str:
+                            break
+                        tv = type(v)
+                        if tv in _SCALARS:
+                            if tv is str and len(v) >= max_str:
+                                break
+                        elif tv is not float or v - v != 0.0:  # finite floats only (inf - inf is nan)
+                            break
+                    else:
+                        continue
+                elif not isinstance(values, dict):
                     values = {"value": values}
                 clean = {}
                 for k, v in values.items():
-                    if type(v) in _SCALARS and (type(v) is not str or len(v) < max_str):
+                    tv = type(v)
+                    if tv in _SCALARS and (tv is not str or len(v) < max_str):
                         clean[k if type(k) is str else str(k)] = v  # fast path: nothing to convert
+                        continue
+                    if tv is float and v - v == 0.0:
+                        clean[k if type(k) is str else str(k)] = v
+                        continue
+                    if tv is Summary:  # described on the caller (sanitize.detach): JSON-safe already
+                        if "truncated" in v:
+                            stats.truncated_values += 1
+                        clean[k if type(k) is str else str(k)] = v
                         continue
                     sv, truncated = sanitize(v, max_bytes, repr_chars)
                     if truncated:
-                        self.stats.truncated_values += 1
+                        stats.truncated_values += 1
                     clean[k if isinstance(k, str) else str(k)] = sv
                 rec[field] = clean
             reason = problem(rec)

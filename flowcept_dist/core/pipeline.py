@@ -36,6 +36,9 @@ current_workflow_id = _no_workflow
 class Pipeline:
     """Everything a process needs to capture: the processor, the emitter, the sampler."""
 
+    #: ``capture.max_value_bytes``: what capture may keep of one value (read by :func:`sanitize.detach` callers)
+    max_value_bytes = 65536
+
     def __init__(self, settings, emitter=None, role: str = "capture", context: dict | None = None,
                  telemetry_records: bool | None = None) -> None:
         from flowcept_dist.core.batching import BatchProcessor
@@ -48,6 +51,7 @@ class Pipeline:
         self.enabled = bool(settings.capture.enabled)
         self.capture_inputs = bool(settings.capture.inputs)
         self.capture_outputs = bool(settings.capture.outputs)
+        self.max_value_bytes = int(settings.capture.max_value_bytes)
         self.pid = os.getpid()
         self.hostname = socket.gethostname()
         self.plugin_users = 0  # engine plugins sharing this pipeline (acquire_pipeline)

@@ -97,10 +97,11 @@ class _IdSource:
         c = (n >> 14) & 0xFFF  # 12 bits (after the version nibble)
         d = (n & 0x3FFF) | 0x8000  # 14 bits + variant '10'
         self._prefix = f"{a:08x}-{b:04x}-4{c:03x}-{d:04x}-"
+        self._format = self._prefix + "%012x"  # printf-style: cheaper than the format mini-language
         self._counter = itertools.count(1)
 
     def new(self) -> str:
-        return f"{self._prefix}{next(self._counter):012x}"
+        return self._format % next(self._counter)
 
 
 _ids = _IdSource()

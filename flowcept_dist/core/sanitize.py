@@ -109,6 +109,13 @@ def _summary(obj, repr_chars: int) -> dict:
             out["size"] = len(obj)
     except Exception:
         pass
+    if "nbytes" not in out and not is_torch:
+        try:
+            nb = getattr(obj, "nbytes", None)
+            if type(nb) is int:
+                out["nbytes"] = nb
+        except Exception:
+            pass
     if mod.startswith("pandas") and hasattr(obj, "columns"):
         try:
             out["columns"] = [str(c) for c in list(obj.columns)[:50]]
@@ -226,19 +233,25 @@ def sanitize(value, max_bytes: int = 65536, repr_chars: int = 200):
 
 
 class Summary(dict):
-    """A value's description made on the caller's thread by :func:`detach` (the value itself was not kept)."""
+    """A value's description made on the caller's thread by :func:`detach` (the value itself was not kept).
+
+    The processor passes it through as it is (it is JSON-safe); a ``"truncated"`` entry counts as a
+    truncated value."""
 
     __slots__ = ()
 
 
 _CHEAP = frozenset({type(None), bool, int, float})
-_BYTES = (bytes, bytearray, memoryview)
-#: containers up to this many items are copied on the caller, their items detached; larger ones are kept
-#: by reference when their first items are cheap, else summarized at once
+#: containers up to this many items are copied on the caller, their items detached; larger ones are
+#: shallow-copied when their items are cheap (numbers, short strings), else sanitized at once
 _HOLD_ITEMS = 64
+#: numpy arrays up to this many bytes (numbers, not objects) are copied and described later with their repr,
+#: as before capture detached values: a few hundred bytes, the budget capture may keep of an array
+_SMALL_ARRAY_BYTES = 256
 #: modules whose objects (arrays, tensors, frames) are described from metadata at once, never kept
-_DATA_MODULES = ("numpy", "pandas", "torch", "cupy", "jax", "jaxlib", "tensorflow", "xarray", "pyarrow", "polars",
-                 "scipy", "dask")
+_DATA_MODULES = frozenset({"numpy", "pandas", "torch", "cupy", "jax", "jaxlib", "tensorflow", "xarray", "pyarrow",
+                           "polars", "scipy", "dask"})
+_CONTAINERS = frozenset({dict, list, tuple, set, frozenset})
 
 
 def meta_summary(obj) -> "Summary":
@@ -251,7 +264,8 @@ def meta_summary(obj) -> "Summary":
 
 def _cheap_items(items) -> bool:
     for v in items:
-        if type(v) not in _CHEAP and not (type(v) is str and len(v) <= 1024):
+        t = type(v)
+        if t not in _CHEAP and not (t is str and len(v) <= 1024):
             return False
     return True
 
@@ -259,11 +273,14 @@ def _cheap_items(items) -> bool:
 def detach(value, max_bytes: int = 65536, repr_chars: int = 200, _depth: int = 0):
     """What capture may keep of a user's value past the call, decided on the caller's thread.
 
-    Scalars, short strings and small containers of them are kept (containers are copied, so a
-    later mutation does not change the record). Arrays, tensors, frames and buffers are replaced
-    by a :class:`Summary` from their metadata (no data read, no GPU sync), so capture never keeps
-    them alive. Large containers of cheap items are kept by reference (sanitized later on the
-    processor thread); other large ones are sanitized now. Never raises.
+    Scalars, strings up to ``max_bytes`` and small containers of them are kept (containers are
+    copied, so a later mutation does not change the record: the value at call time is recorded).
+    Arrays, tensors, frames and buffers are replaced by a :class:`Summary` from their metadata (no
+    data read, no GPU sync), so capture never keeps them alive; numpy scalars become Python numbers
+    and tiny numpy arrays (``_SMALL_ARRAY_BYTES``) are copied. Large containers of cheap items are
+    shallow-copied (sanitized later on the processor thread); other large ones are sanitized now.
+    Other objects (user classes, callables such as a ``torch.nn.Module``) are kept by reference and
+    described on the processor thread. Never raises.
     """
     t = type(value)
     if t in _CHEAP:
@@ -274,37 +291,64 @@ def detach(value, max_bytes: int = 65536, repr_chars: int = 200, _depth: int = 0
                 return value
             return Summary(type="str", size=len(value), repr=_cut(value[:repr_chars], repr_chars),
                            truncated="max_value_bytes")
-        if isinstance(value, _BYTES):
-            if isinstance(value, memoryview):
-                n = value.nbytes
-                head = value.tobytes()[:64] if n <= 64 else b""  # (a view of a large buffer: not copied)
-            else:
-                n = len(value)
-                head = bytes(value[:64])
-            return Summary(type=type_name(value), size=n, repr=safe_repr(head, repr_chars))
-        mod = (t.__module__ or "").split(".", 1)[0]
-        if mod in _DATA_MODULES or (hasattr(value, "shape") and hasattr(value, "dtype")):
+        if t in _CONTAINERS:
+            if _depth >= 3 or len(value) > _HOLD_ITEMS:
+                return _freeze(value, max_bytes, repr_chars)
+            if t is dict:
+                return {k: v if type(v) in _CHEAP else detach(v, max_bytes, repr_chars, _depth + 1)
+                        for k, v in value.items()}
+            items = [v if type(v) in _CHEAP else detach(v, max_bytes, repr_chars, _depth + 1) for v in value]
+            return tuple(items) if t is tuple else items
+        if isinstance(value, memoryview):
+            n = value.nbytes
+            return Summary(type=type_name(value), size=n, repr=safe_repr(value.tobytes() if n <= 64 else b"", repr_chars))
+        if isinstance(value, (bytes, bytearray)):
+            return Summary(type=type_name(value), size=len(value), repr=safe_repr(bytes(value[:64]), repr_chars))
+        mod = (t.__module__ or "").partition(".")[0]
+        if mod in _DATA_MODULES:
+            if mod == "numpy":
+                if getattr(value, "ndim", 1) == 0 and hasattr(value, "item"):
+                    return value.item()  # numpy scalar: a Python number (as sanitize gives)
+                if (t.__name__ == "ndarray" and value.nbytes <= _SMALL_ARRAY_BYTES
+                        and value.dtype.kind in "biufcSUM"):
+                    return value.copy()  # tiny: keep a copy, described later with its repr
+            if callable(value):
+                return value  # a torch module, a ufunc...: long-lived, described later
             return meta_summary(value)
-        if _depth >= 3 and t in (dict, list, tuple, set, frozenset):
-            return _freeze(value, max_bytes, repr_chars)
-        if t is dict:
-            if len(value) <= _HOLD_ITEMS:
-                return {k: detach(v, max_bytes, repr_chars, _depth + 1) for k, v in value.items()}
-            return _freeze(value, max_bytes, repr_chars)
-        if t in (list, tuple, set, frozenset):
-            if len(value) <= _HOLD_ITEMS:
-                items = [detach(v, max_bytes, repr_chars, _depth + 1) for v in value]
-                return items if t is not tuple else tuple(items)
-            return _freeze(value, max_bytes, repr_chars)
+        if hasattr(value, "shape") and hasattr(value, "dtype") and not callable(value):
+            return meta_summary(value)  # an array-like of another library (a CUDA tensor wrapper...)
     except Exception as exc:
         return Summary(type=type_name(value), error=f"could not summarize: {type(exc).__name__}")
     return value  # other objects: described later on the processor thread
 
 
+def detach_args(args: tuple, max_bytes: int = 65536) -> tuple:
+    """:func:`detach` of each positional argument; ``args`` itself when every item is cheap (the common case)."""
+    for v in args:
+        t = type(v)
+        if t not in _CHEAP and (t is not str or len(v) > max_bytes):
+            return tuple([detach(v, max_bytes) for v in args])
+    return args
+
+
+def detach_values(values: dict, max_bytes: int = 65536) -> dict:
+    """:func:`detach` of each value of a fresh dict (``**kwargs``, ``used``): the dict itself when all are cheap."""
+    for v in values.values():
+        t = type(v)
+        if t not in _CHEAP and (t is not str or len(v) > max_bytes):
+            return {k: detach(v, max_bytes) for k, v in values.items()}
+    return values
+
+
 def _freeze(value, max_bytes: int, repr_chars: int):
-    """A large container: kept as it is when its first items are cheap (a list of numbers), else sanitized now."""
-    head = list(value.values() if isinstance(value, dict) else value)[:8] if len(value) else []
-    if type(value) is tuple and _cheap_items(head):
-        return value
+    """A large (or deep) container: a shallow copy when its items are cheap (a list of numbers: the copy
+    holds the same immutable items, so the value at call time is recorded), else sanitized now."""
+    n = len(value)
+    items = value.values() if isinstance(value, dict) else value
+    if n <= max_bytes // 2 and _cheap_items(items):
+        t = type(value)
+        if t is tuple or t is frozenset:
+            return value
+        return dict(value) if t is dict else list(value)
     out, _ = sanitize(value, max_bytes, repr_chars)
-    return out
+    return Summary(out) if isinstance(out, dict) and out.get("truncated") else out
