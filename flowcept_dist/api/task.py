@@ -273,9 +273,13 @@ class TaskSpec:
         self.hold = hold
 
 
-def _end(p, spec: TaskSpec, rec: dict, args, kwargs, result, tel0) -> None:
-    """The success half of a decorated call: telemetry, extra fields, detach the values, emit. Never raises."""
+def _end(p, spec: TaskSpec, tid, parent, wf_id, camp, t0, args, kwargs, result, tel0) -> None:
+    """The success half of a decorated call: the record, telemetry, extra fields, detach the values, emit.
+    Never raises."""
     try:
+        rec = {"type": _TASK, "task_id": tid, "activity_id": spec.activity_id, "adapter_id": spec.adapter_id,
+               "parent_task_id": parent, "workflow_id": wf_id, "campaign_id": camp, "started_at": t0,
+               "ended_at": _now(), "status": _FINISHED}
         if tel0 is not None:
             rec["telemetry_at_start"] = tel0
             s = p.sampler
@@ -308,18 +312,37 @@ def _end(p, spec: TaskSpec, rec: dict, args, kwargs, result, tel0) -> None:
         errors(err, "recording a task")
 
 
+def _begin(p, telemetry: bool):
+    """The start of a decorated call: (parent, workflow_id, campaign_id, task_id, context token, telemetry).
+
+    The links come from the current task and workflow without asking the engines while the program
+    has imported no module since they were last asked (:func:`links`)."""
+    parent = _get_task()
+    w = _workflows
+    wf_id: str | None
+    if w and (parent is not None or len(sys.modules) == _no_engine_at):
+        wf = w[-1]
+        wf_id, camp = wf.workflow_id, wf.campaign_id
+    else:
+        parent, wf_id, camp = links()
+    tid = _new_id()
+    tel0 = None
+    if telemetry:
+        s = p.sampler
+        if s is not None:
+            tel0 = s.latest
+    return parent, wf_id, camp, tid, _set_task(tid), tel0
+
+
 def task_wrapper(fn, spec: TaskSpec):
     """``fn`` recorded as a task at each call (the decorators' wrapper, before ``functools.wraps``).
 
-    The whole begin/end is inline: one Python call around the user's (``_end`` after it). The
-    record is one dict display of the spec's static fields and the call's ids and times. Returns
-    what ``fn`` returns; re-raises what it raises, unchanged. Caller's thread: O(1), no I/O.
+    The begin and the end are one call each (:func:`_begin`, :func:`_end`); the record is one dict
+    display of the spec's static fields and the call's ids and times. Returns what ``fn`` returns;
+    re-raises what it raises, unchanged. Caller's thread: O(1), no I/O.
     """
-    activity_id, adapter_id, extra, complete, telemetry = (spec.activity_id, spec.adapter_id, spec.extra,
-                                                            spec.complete, spec.telemetry)
-    hold = spec.hold
+    telemetry = spec.telemetry
     pipe = _pipeline_mod
-    modules = sys.modules
 
     def wrapper(*args, **kwargs):
         p = pipe._pipeline
@@ -327,20 +350,7 @@ def task_wrapper(fn, spec: TaskSpec):
             p = active_pipeline()
             if p is None:
                 return fn(*args, **kwargs)
-        parent = _get_task()
-        w = _workflows
-        if w and (parent is not None or len(modules) == _no_engine_at):  # links() without asking the engines
-            wf = w[-1]
-            wf_id, camp = wf.workflow_id, wf.campaign_id
-        else:
-            parent, wf_id, camp = links()
-        tid = _new_id()
-        token = _set_task(tid)
-        tel0 = None
-        if telemetry:
-            s = p.sampler
-            if s is not None:
-                tel0 = s.latest
+        parent, wf_id, camp, tid, token, tel0 = _begin(p, telemetry)
         t0 = _now()
         try:
             result = fn(*args, **kwargs)
@@ -348,41 +358,8 @@ def task_wrapper(fn, spec: TaskSpec):
             _reset_task(token)
             _run_failed(p, spec, tid, parent, wf_id, camp, args, kwargs, exc, tel0, t0)
             raise
-        t1 = _now()
         _reset_task(token)
-        try:  # _end, inline: the record, the detached values, emit. Never raises.
-            rec = {"type": _TASK, "task_id": tid, "activity_id": activity_id, "adapter_id": adapter_id,
-                   "parent_task_id": parent, "workflow_id": wf_id, "campaign_id": camp, "started_at": t0,
-                   "ended_at": t1, "status": _FINISHED}
-            if tel0 is not None:
-                rec["telemetry_at_start"] = tel0
-                s = p.sampler
-                if s is not None:
-                    rec["telemetry_at_end"] = s.latest
-            if extra:
-                rec.update(extra)
-            ins, outs = p.capture_inputs, p.capture_outputs
-            a, k, r = args, kwargs, result
-            if not ins:
-                a, k = (), {}
-            elif hold is not None:
-                a, k = hold(a, k)
-            else:
-                for v in a:
-                    t = type(v)
-                    if t not in _CHEAP and (t is not str or len(v) > 4096):
-                        a = detach_args(a, p.max_value_bytes)
-                        break
-                if k:
-                    k = detach_values(k, p.max_value_bytes)
-            if not outs:
-                r = NO_RESULT
-            elif type(r) not in _CHEAP:
-                r = detach(r, p.max_value_bytes)
-            rec["_complete"] = (complete, a, k, r, ins, outs, None)
-            p.emit(rec)
-        except Exception as err:
-            errors(err, "recording a task")
+        _end(p, spec, tid, parent, wf_id, camp, t0, args, kwargs, result, tel0)
         return result
 
     return wrapper
@@ -390,7 +367,6 @@ def task_wrapper(fn, spec: TaskSpec):
 
 def async_task_wrapper(fn, spec: TaskSpec):
     """:func:`task_wrapper` for a coroutine function (the task id follows the asyncio task)."""
-    activity_id, adapter_id = spec.activity_id, spec.adapter_id
     pipe = _pipeline_mod
 
     async def wrapper(*args, **kwargs):
@@ -399,14 +375,7 @@ def async_task_wrapper(fn, spec: TaskSpec):
             p = active_pipeline()
             if p is None:
                 return await fn(*args, **kwargs)
-        parent, wf_id, camp = links()
-        tid = _new_id()
-        token = _set_task(tid)
-        tel0 = None
-        if spec.telemetry:
-            s = p.sampler
-            if s is not None:
-                tel0 = s.latest
+        parent, wf_id, camp, tid, token, tel0 = _begin(p, spec.telemetry)
         t0 = _now()
         try:
             result = await fn(*args, **kwargs)
@@ -414,11 +383,8 @@ def async_task_wrapper(fn, spec: TaskSpec):
             _reset_task(token)
             _run_failed(p, spec, tid, parent, wf_id, camp, args, kwargs, exc, tel0, t0)
             raise
-        t1 = _now()
         _reset_task(token)
-        _end(p, spec, {"type": _TASK, "task_id": tid, "activity_id": activity_id, "adapter_id": adapter_id,
-                       "parent_task_id": parent, "workflow_id": wf_id, "campaign_id": camp, "started_at": t0,
-                       "ended_at": t1, "status": _FINISHED}, args, kwargs, result, tel0)
+        _end(p, spec, tid, parent, wf_id, camp, t0, args, kwargs, result, tel0)
         return result
 
     return wrapper

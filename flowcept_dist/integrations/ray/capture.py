@@ -389,6 +389,21 @@ def _ended() -> None:
         ev.set()
 
 
+def _end_ok(p, spec, rec, refs, args, kwargs, result) -> None:
+    """The end of a task that returned: detached values only, then the record."""
+    held_args, held_kwargs = _held(p, spec, args, kwargs)
+    _task.finish(p, rec, complete=_complete, args=held_args, kwargs=held_kwargs,
+                 result=_kept_result(p, spec, result), extra=(spec, refs))
+    _ended()
+
+
+def _end_failed(p, spec, rec, refs, args, kwargs, exc) -> None:
+    """The end of a task that raised (the caller re-raises ``exc`` unchanged)."""
+    held_args, held_kwargs = _held(p, spec, args, kwargs)
+    _task._failed(p, rec, exc, _complete, held_args, held_kwargs, (spec, refs), True, None)
+    _ended()
+
+
 def _try_begin(spec, ctx, p):
     """Begin the record of this Ray task; None if it cannot be captured (the call runs uncaptured)."""
     try:
@@ -419,16 +434,11 @@ def _call(spec, args, kwargs, ctx):
         except BaseException as exc:
             _reset_task(task_token)
             task_token = None
-            held_args, held_kwargs = _held(p, spec, args, kwargs)
-            _task._failed(p, rec, exc, _complete, held_args, held_kwargs, (spec, refs), True, None)
-            _ended()
+            _end_failed(p, spec, rec, refs, args, kwargs, exc)
             raise
         _reset_task(task_token)
         task_token = None
-        held_args, held_kwargs = _held(p, spec, args, kwargs)
-        _task.finish(p, rec, complete=_complete, args=held_args, kwargs=held_kwargs,
-                     result=_kept_result(p, spec, result), extra=(spec, refs))
-        _ended()
+        _end_ok(p, spec, rec, refs, args, kwargs, result)
         return result
     finally:
         if task_token is not None:
@@ -454,16 +464,11 @@ async def _acall(spec, args, kwargs, ctx):
         except BaseException as exc:
             _reset_task(task_token)
             task_token = None
-            held_args, held_kwargs = _held(p, spec, args, kwargs)
-            _task._failed(p, rec, exc, _complete, held_args, held_kwargs, (spec, refs), True, None)
-            _ended()
+            _end_failed(p, spec, rec, refs, args, kwargs, exc)
             raise
         _reset_task(task_token)
         task_token = None
-        held_args, held_kwargs = _held(p, spec, args, kwargs)
-        _task.finish(p, rec, complete=_complete, args=held_args, kwargs=held_kwargs,
-                     result=_kept_result(p, spec, result), extra=(spec, refs))
-        _ended()
+        _end_ok(p, spec, rec, refs, args, kwargs, result)
         return result
     finally:
         if task_token is not None:
