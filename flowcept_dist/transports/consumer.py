@@ -357,7 +357,9 @@ class Consumer(abc.ABC):
 def _writer(store):
     """The store's ``write_owned`` (no defensive copy: the consumer decoded these records and nobody else
     holds them) when its class pairs it with the ``write_batch`` it has; else ``write_batch`` (a wrapper or
-    a subclass that overrides ``write_batch`` keeps its own behaviour)."""
+    a subclass or an instance that overrides ``write_batch`` keeps its own behaviour)."""
+    if "write_batch" in getattr(store, "__dict__", ()):
+        return store.write_batch
     cls = type(store)
     for base in cls.__mro__:
         if "write_owned" in base.__dict__:
