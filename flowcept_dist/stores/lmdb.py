@@ -437,7 +437,7 @@ class LMDBStore(Store):
         with env.txn(write=True) as txn:
             cur = txn.cursor(db=rdb)
             found = dict(cur.getmulti(keys)) if keys else {}
-            fresh = [(k, merged[k]) for k in keys if k not in found] if found else [(k, merged[k]) for k in keys]
+            fresh = [(k, merged[k]) for k in keys if k not in found] if found else list(merged.items())
             for _, rec in fresh:
                 if "registered_at" not in rec:
                     rec["registered_at"] = now  # merged records are this call's own copies
