@@ -56,6 +56,40 @@ def problem(rec) -> str | None:
     return None
 
 
+def split_problems(records: list) -> tuple[list[dict], list[tuple[object, str]]]:
+    """``(good, [(record, reason)])``: :func:`problem` over a batch, same rules. A record of the common
+    shape (a known string type, a non-empty string id within the limit, a string or absent ``status``
+    and ``execution_id``, an int or absent ``attempt``) passes with a few lookups and no call; any
+    other record goes through :func:`problem`, which gives the reason or accepts it."""
+    good: list[dict] = []
+    bad: list[tuple[object, str]] = []
+    keep = good.append
+    key_field = KEY_FIELD
+    limit = MAX_ID_CHARS
+    for rec in records:
+        if rec.__class__ is dict:
+            g = rec.get
+            rtype = g("type")
+            field = key_field.get(rtype) if rtype.__class__ is str else None
+            if field is not None:
+                rid = g(field)
+                if rid.__class__ is str and rid and len(rid) <= limit:
+                    status = g("status")
+                    if status is None or status.__class__ is str:
+                        execution = g("execution_id")
+                        if execution is None or execution.__class__ is str:
+                            attempt = g("attempt")
+                            if attempt is None or attempt.__class__ is int:
+                                keep(rec)
+                                continue
+        reason = problem(rec)
+        if reason is None:
+            keep(rec)
+        else:
+            bad.append((rec, reason))
+    return good, bad
+
+
 def _short(value, limit: int = 60) -> str:
     try:
         text = repr(value)

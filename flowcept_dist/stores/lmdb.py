@@ -31,7 +31,7 @@ import time
 
 from flowcept_dist.core import jsonfmt
 from flowcept_dist.core.files import FILE_MODE, private_dir
-from flowcept_dist.core.records import record_key
+from flowcept_dist.core.records import KEY_FIELD, record_key
 from flowcept_dist.stores.base import Store
 from flowcept_dist.stores.merge import STATUS_FLAGS, merge_records
 from flowcept_dist.stores.query import _MISSING, get_path, run_query, validate_filter
@@ -40,6 +40,10 @@ INDEXED_FIELDS = ("workflow_id", "parent_task_id", "campaign_id", "status", "typ
 #: Sparse indexes: these values are so common that indexing them would cost a write per record and
 #: save nothing at query time (a query for them reads most of the store anyway). Queries on them scan.
 UNINDEXED_VALUES = {"status": frozenset({"FINISHED"}), "type": frozenset({"task", "telemetry"})}
+
+_orjson = jsonfmt._orjson
+#: jsonfmt.dumps's fast options (its encoder, called directly in the batch path)
+_ORJSON_OPT = jsonfmt._FAST if _orjson is not None else 0
 
 _envs: dict[tuple[int, str], "_Env"] = {}  # (pid, path) -> shared environment
 _envs_lock = threading.Lock()
@@ -118,6 +122,18 @@ def _fresh_index_entries(fresh: list) -> dict[str, list[tuple[bytes, bytes]]]:
             elif (x := _index_value(v, "type")) is not None:
                 ty.append((x, k))
     return {"workflow_id": wf, "parent_task_id": parent, "campaign_id": camp, "status": st, "type": ty}
+
+
+def _dump_all(fresh: list) -> list[tuple[bytes, bytes]]:
+    """``[(key, JSON)]`` of ``fresh`` ``[(key, record)]``: orjson called directly (no wrapper frames per
+    record); if any record needs the slow path (non-string keys, a value to repair), each goes through :func:`_dump`."""
+    if _orjson is not None:
+        dumps, opt, default = _orjson.dumps, _ORJSON_OPT, jsonfmt._default
+        try:
+            return [(k, dumps(rec, option=opt, default=default)) for k, rec in fresh]
+        except Exception:
+            pass
+    return [(k, _dump(rec)) for k, rec in fresh]
 
 
 def _dump(rec: dict) -> bytes:
@@ -309,6 +325,16 @@ class LMDBStore(Store):
 
     # -- writes ---------------------------------------------------------------
     def write_batch(self, records: list[dict]) -> int:
+        return self._write_batch(records, False)
+
+    def write_owned(self, records: list[dict]) -> int:
+        """:meth:`write_batch` for records the caller hands over (a consumer that decoded them: nobody else
+        holds them). They are not copied: a record's first event in the batch gets its status flag and
+        ``registered_at`` set in place. Same merge, indexes and atomicity as :meth:`write_batch`, and the
+        same batch may be written again (the caller retries after a failure)."""
+        return self._write_batch(records, True)
+
+    def _write_batch(self, records: list[dict], owned: bool) -> int:
         if not records:
             return 0
         import lmdb
@@ -317,14 +343,25 @@ class LMDBStore(Store):
         merged: dict[bytes, dict] = {}
         get = merged.get
         flags = STATUS_FLAGS
+        key_field = KEY_FIELD
         for rec in records:
-            raw = record_key(rec).encode("utf-8", "surrogatepass")  # ValueError before any write
+            # record_key, inlined for the common case (a string type and a non-empty id)
+            g = rec.get
+            rtype = g("type")
+            field = key_field.get(rtype) if rtype.__class__ is str else None
+            rid = g(field) if field is not None else None
+            if rid is None or rid == "":
+                text = record_key(rec)  # raises ValueError naming the problem, before any write
+            else:
+                ex = g("execution_id")
+                text = f"{rtype}:{rid}@{ex}" if ex else f"{rtype}:{rid}"
+            raw = text.encode("utf-8", "surrogatepass")
             key = raw if len(raw) <= MAX_KEY_BYTES else key_bytes(raw.decode("utf-8", "surrogatepass"))
             prev = get(key)
-            if prev is None:  # merge_records(None, rec), inline: a copy with the task's status flag
-                new = dict(rec)
-                if new.get("type") == "task":
-                    flag = flags.get(new.get("status"))  # type: ignore[arg-type]
+            if prev is None:  # merge_records(None, rec), inline: (a copy of) the record with the task's status flag
+                new = rec if owned else dict(rec)
+                if rtype == "task":
+                    flag = flags.get(g("status"))  # type: ignore[arg-type]
                     if flag is not None:
                         new[flag] = True
                 merged[key] = new
@@ -394,19 +431,18 @@ class LMDBStore(Store):
         """
         now = time.time()
         rdb = dbs["records"]
-        dumps = _dump
         # batch order, not sorted: captured ids mostly grow, and sorting a batch (tasks before their
         # workflow's record) left LMDB pages a fifth emptier (bench_scale: 1,135 vs 958 bytes/record)
         keys = list(merged)
         with env.txn(write=True) as txn:
             cur = txn.cursor(db=rdb)
             found = dict(cur.getmulti(keys)) if keys else {}
-            fresh = [(k, merged[k]) for k in keys if k not in found] if found else [(k, merged[k]) for k in keys]
+            fresh = [(k, merged[k]) for k in keys if k not in found] if found else list(merged.items())
             for _, rec in fresh:
                 if "registered_at" not in rec:
                     rec["registered_at"] = now  # merged records are this call's own copies
             # the common case: new records, written blind (no read, no merge)
-            puts = [(k, dumps(rec)) for k, rec in fresh]
+            puts = _dump_all(fresh)
             entries = _fresh_index_entries(fresh)
             changed = len(fresh)
             for key in keys:

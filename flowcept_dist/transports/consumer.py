@@ -19,6 +19,7 @@ and strips them before storing, so ``status`` can show records that vanished in 
 from __future__ import annotations
 
 import abc
+import gc
 import logging
 import threading
 import time
@@ -27,7 +28,7 @@ from flowcept_dist.core import jsonfmt
 from flowcept_dist.core.logging import LogOnce, _text
 from flowcept_dist.core.retry import Backoff
 from flowcept_dist.core.stats import PipelineStats
-from flowcept_dist.core.validate import problem, repair
+from flowcept_dist.core.validate import repair, split_problems
 from flowcept_dist.transports.gaps import SeqTracker
 from flowcept_dist.transports.isolate import write_isolating
 
@@ -81,14 +82,7 @@ def decode_entry(data) -> tuple[list[dict], list[tuple[object, str]]]:
         payload = [payload]
     if not isinstance(payload, list):
         raise ValueError(f"entry holds a {type(payload).__name__}, expected a list of records")
-    good, bad = [], []
-    for rec in payload:
-        reason = problem(rec)
-        if reason is None:
-            good.append(rec)
-        else:
-            bad.append((rec, reason))
-    return good, bad
+    return split_problems(payload)
 
 
 def dead_body(rec) -> bytes:
@@ -173,6 +167,19 @@ class Consumer(abc.ABC):
         came in); everything else is stored. A store that is down is retried with backoff and
         nothing is acknowledged meanwhile.
         """
+        if not _gc_tuned:
+            return self._process(messages)
+        # a consumer process (tune_gc_for_consumer_process): no collection in the middle of a batch, whose
+        # freshly decoded records (no cycles) the collector would only walk
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._process(messages)
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    def _process(self, messages: list) -> int:
         records: list[dict] = []
         ids: list = []
         dead: list = []
@@ -193,8 +200,9 @@ class Consumer(abc.ABC):
         attempt = 0
         todo = records
         refused = 0
+        write = _writer(self.store)
         while todo:
-            out = write_isolating(self.store.write_batch, todo)
+            out = write_isolating(write, todo)
             refused += len(out.dead)
             for rec, reason in out.dead:
                 dead.append((_origin_of(rec, records, origin), dead_body(rec), reason))
@@ -346,6 +354,21 @@ class Consumer(abc.ABC):
         return False
 
 
+def _writer(store):
+    """The store's ``write_owned`` (no defensive copy: the consumer decoded these records and nobody else
+    holds them) when its class pairs it with the ``write_batch`` it has; else ``write_batch`` (a wrapper or
+    a subclass or an instance that overrides ``write_batch`` keeps its own behaviour)."""
+    if "write_batch" in getattr(store, "__dict__", ()):
+        return store.write_batch
+    cls = type(store)
+    for base in cls.__mro__:
+        if "write_owned" in base.__dict__:
+            if getattr(cls, "write_batch", None) is base.__dict__.get("write_batch"):
+                return store.write_owned
+            break
+    return store.write_batch
+
+
 def _origin_of(rec, records: list, origin: list):
     """The id of the transport message ``rec`` came in (for its dead letter)."""
     for i, r in enumerate(records):
@@ -363,7 +386,11 @@ def tune_gc_for_consumer_process() -> None:
     ingest rate and finds nothing (records hold no reference cycles), so collect
     rarely. Not for user processes: it changes the whole interpreter.
     """
-    import gc
-
+    global _gc_tuned
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
+    _gc_tuned = True
+
+
+#: set by :func:`tune_gc_for_consumer_process`: :meth:`Consumer.process` then runs with the collector off
+_gc_tuned = False

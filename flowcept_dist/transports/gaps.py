@@ -34,20 +34,31 @@ class SeqTracker:
     def note(self, records: list[dict]) -> None:
         """Record (and strip) ``_p``/``_s`` of ``records``. Records without them are ignored."""
         runs: dict[str, list[int]] = {}
+        last_p: object = None
+        last: list[int] = []
         for rec in records:
             p = rec.pop("_p", None)
             s = rec.pop("_s", None)
-            if p is None or type(s) is not int:
+            if p is None or s.__class__ is not int:
+                continue
+            if p == last_p:  # records of one producer come in runs: one lookup per run
+                last.append(s)
                 continue
             lst = runs.get(p)
             if lst is None:
-                runs[p] = [s]
+                lst = runs[p] = [s]
             else:
                 lst.append(s)
+            last_p, last = p, lst
         if not runs:
             return
         now = time.monotonic()
         for p, seqs in runs.items():
+            first = seqs[0]
+            if seqs[-1] - first == len(seqs) - 1 and seqs == list(range(first, first + len(seqs))):
+                self._add(p, first, seqs[-1])  # the usual case: one consecutive run, in order
+                self._touched[p] = now
+                continue
             seqs.sort()
             lo = hi = seqs[0]
             for s in seqs[1:]:
