@@ -45,8 +45,21 @@ _get_task = current_task_id.get
 _set_task = current_task_id.set
 _reset_task = current_task_id.reset
 
+class _NoResult:
+    """The type of :data:`NO_RESULT`: one instance, kept one when pickled (a decorated function that cloudpickle
+    copies by value to a worker still compares ``result is NO_RESULT`` against the worker's own)."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> str:
+        return "NO_RESULT"
+
+    def __repr__(self) -> str:
+        return "NO_RESULT"
+
+
 #: marks a call that raised: it has no ``generated``
-NO_RESULT = object()
+NO_RESULT = _NoResult()
 
 _now = time.time
 _new_id = _id_source.new  # new_id() without a call layer (the id source is re-seeded in place after fork)
@@ -273,9 +286,14 @@ class TaskSpec:
         self.hold = hold
 
 
-def _end(p, spec: TaskSpec, tid, parent, wf_id, camp, t0, args, kwargs, result, tel0) -> None:
-    """The success half of a decorated call: the record, telemetry, extra fields, detach the values, emit.
-    Never raises."""
+def _end(p, spec: TaskSpec, token, tid, parent, wf_id, camp, t0, args, kwargs, result, tel0) -> None:
+    """The success half of a decorated call: restore the current task, then the record, telemetry, extra
+    fields, detach the values, emit. Never raises.
+
+    (The wrappers leave every ContextVar operation to module functions such as this one: a wrapper that
+    cloudpickle copies by value, a decorated function defined in ``__main__`` sent to a Dask or Ray
+    worker, must reference nothing that cannot be pickled.)"""
+    _reset_task(token)
     try:
         rec = {"type": _TASK, "task_id": tid, "activity_id": spec.activity_id, "adapter_id": spec.adapter_id,
                "parent_task_id": parent, "workflow_id": wf_id, "campaign_id": camp, "started_at": t0,
@@ -355,11 +373,9 @@ def task_wrapper(fn, spec: TaskSpec):
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            _reset_task(token)
-            _run_failed(p, spec, tid, parent, wf_id, camp, args, kwargs, exc, tel0, t0)
+            _run_failed(p, spec, token, tid, parent, wf_id, camp, args, kwargs, exc, tel0, t0)
             raise
-        _reset_task(token)
-        _end(p, spec, tid, parent, wf_id, camp, t0, args, kwargs, result, tel0)
+        _end(p, spec, token, tid, parent, wf_id, camp, t0, args, kwargs, result, tel0)
         return result
 
     return wrapper
@@ -380,17 +396,17 @@ def async_task_wrapper(fn, spec: TaskSpec):
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            _reset_task(token)
-            _run_failed(p, spec, tid, parent, wf_id, camp, args, kwargs, exc, tel0, t0)
+            _run_failed(p, spec, token, tid, parent, wf_id, camp, args, kwargs, exc, tel0, t0)
             raise
-        _reset_task(token)
-        _end(p, spec, tid, parent, wf_id, camp, t0, args, kwargs, result, tel0)
+        _end(p, spec, token, tid, parent, wf_id, camp, t0, args, kwargs, result, tel0)
         return result
 
     return wrapper
 
 
-def _run_failed(p, spec: TaskSpec, tid, parent, wf_id, camp, args, kwargs, exc, tel0, t0) -> None:
+def _run_failed(p, spec: TaskSpec, token, tid, parent, wf_id, camp, args, kwargs, exc, tel0, t0) -> None:
+    """The failure half of a decorated call: restore the current task, record the error. Never raises."""
+    _reset_task(token)
     rec = {"type": _TASK, "task_id": tid, "activity_id": spec.activity_id, "adapter_id": spec.adapter_id,
            "parent_task_id": parent, "workflow_id": wf_id, "campaign_id": camp, "started_at": t0}
     if spec.extra:
