@@ -37,7 +37,7 @@ from flowcept_dist.api.task import current_task_id
 from flowcept_dist.core import pipeline as runtime
 from flowcept_dist.core.logging import LogOnce
 from flowcept_dist.core.records import AdapterId, RecordType, Status
-from flowcept_dist.core.sanitize import Summary, detach
+from flowcept_dist.core.sanitize import Summary
 from flowcept_dist.integrations.ray import patches
 
 log = logging.getLogger(__name__)
@@ -356,28 +356,14 @@ def _pipeline():
     return p if p.enabled else None
 
 
-def _held(p, spec, args, kwargs) -> tuple:
-    """What the record may keep of the call's arguments past the task (caller's thread).
+def _without_self(spec, args: tuple) -> tuple:
+    """The call's arguments without an actor method's ``self`` (never recorded, so never kept).
 
-    Ray hands a task its arguments (often zero-copy views of the object store) and drops them when
-    the task returns; capture must not keep them longer. Arrays, tensors and frames become metadata
-    summaries now (:func:`flowcept_dist.core.sanitize.detach`); a method's ``self`` (never recorded)
-    is not kept at all. Binding to parameter names still happens on the processor thread.
+    ``api.task.finish`` detaches the rest on the worker's thread (arrays, tensors and frames become
+    metadata summaries), so capture keeps nothing Ray hands the task past the task itself; binding to
+    parameter names still happens on the processor thread.
     """
-    if not p.capture_inputs:
-        return (), None
-    if spec.method and args:
-        args = (None,) + tuple(detach(a) for a in args[1:])
-    else:
-        args = tuple(detach(a) for a in args)
-    return args, ({k: detach(v) for k, v in kwargs.items()} if kwargs else kwargs)
-
-
-def _kept_result(p, spec, result):
-    """The task's return value as the record may keep it (a summary for arrays and the like)."""
-    if not p.capture_outputs or spec.subtype == "actor_creation_task":
-        return _NO_RESULT
-    return detach(result)
+    return (None,) + args[1:] if spec.method and args else args
 
 
 def _ended() -> None:
@@ -391,16 +377,14 @@ def _ended() -> None:
 
 def _end_ok(p, spec, rec, refs, args, kwargs, result) -> None:
     """The end of a task that returned: detached values only, then the record."""
-    held_args, held_kwargs = _held(p, spec, args, kwargs)
-    _task.finish(p, rec, complete=_complete, args=held_args, kwargs=held_kwargs,
-                 result=_kept_result(p, spec, result), extra=(spec, refs))
+    _task.finish(p, rec, complete=_complete, args=_without_self(spec, args), kwargs=kwargs,
+                 result=_NO_RESULT if spec.subtype == "actor_creation_task" else result, extra=(spec, refs))
     _ended()
 
 
 def _end_failed(p, spec, rec, refs, args, kwargs, exc) -> None:
     """The end of a task that raised (the caller re-raises ``exc`` unchanged)."""
-    held_args, held_kwargs = _held(p, spec, args, kwargs)
-    _task._failed(p, rec, exc, _complete, held_args, held_kwargs, (spec, refs), True, None)
+    _task._failed(p, rec, exc, _complete, _without_self(spec, args), kwargs, (spec, refs), True, None)
     _ended()
 
 
@@ -415,7 +399,7 @@ def _try_begin(spec, ctx, p):
 
 def _call(spec, args, kwargs, ctx):
     """Run one captured call: the task begin/end of :mod:`flowcept_dist.api.task` (``start`` /
-    ``finish``), holding only :func:`_held` arguments and a detached result, so capture never keeps
+    ``finish``), which detaches the arguments (:func:`_without_self`) and the result, so capture never keeps
     the user's objects alive past the task. Capture errors are logged once; the user's exception
     propagates unchanged."""
     p = _pipeline()
