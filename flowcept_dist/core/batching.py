@@ -194,8 +194,9 @@ class BatchProcessor(SpoolingMixin):
         if self._spooler is not None and self._spool_usable():
             self._spool_wake.set()
             # never on an event loop (a Dask scheduler or worker hook, async user code): it must not stall
-            if not _on_event_loop() and self._wait_room(self.spool_config.max_block_s):
-                return True
+            if not _on_event_loop():
+                if self._wait_room(self.spool_config.max_block_s) or self._spool_oldest_here():
+                    return True
         if policy == "drop_oldest":
             try:
                 self._queue.popleft()

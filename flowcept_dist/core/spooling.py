@@ -236,6 +236,20 @@ class SpoolingMixin:
                             len(dead), dead[0][1])
 
     # -- spooler thread ---------------------------------------------------------------------
+    def _spool_oldest_here(self) -> bool:
+        """The queue is still full after the caller waited for the spooler (a GC pause, a starved thread,
+        a slow disk): the caller moves the oldest batch to the spool itself rather than drop a record.
+        True if the queue has room afterwards; what the spool refuses is counted with its reason."""
+        if not self._spool_usable():
+            return False
+        batch = self._take()
+        if batch:
+            prepared = self._prepare(batch)
+            if prepared:
+                self._to_spool(prepared)
+            self.stats.add("caller_spooled", len(batch))
+        return len(self._queue) < self.max_queue
+
     def _spool_run(self) -> None:
         """Move the oldest queued records to the spool while the queue is above its high-water mark
         (and, at shutdown, everything left). Never exports: the emitter is the exporter's alone."""

@@ -39,6 +39,7 @@ class PipelineStats:
         self.spool_corrupt_bytes = 0  # unreadable spool data skipped (a frame torn by a crash)
         self.seq_dropped = 0  # records dropped after they got a sequence number (explains consumer gaps)
         self.spool_pending = 0  # records in this process's spool, not replayed yet
+        self.caller_spooled = 0  # of the spooled: moved by a capture call itself (the spooler fell behind)
         self.spool_path: str | None = None
         self.dead_lettered = 0  # records set aside as poison, with their reason
         self.repaired = 0  # records whose unencodable values were rewritten (big ints, surrogates)
@@ -82,6 +83,7 @@ class PipelineStats:
             "truncated_values": self.truncated_values, "hook_failures": self.hook_failures,
             "mean_export_ms": round(1000 * self.export_seconds / self.exports, 3) if self.exports else None,
             "last_error": self.last_error, "inflight": self.inflight, "spooled": self.spooled,
+            "caller_spooled": self.caller_spooled,
             "replayed": self.replayed, "spool_pending": self.spool_pending, "spool_path": self.spool_path,
             "dead_lettered": self.dead_lettered, "repaired": self.repaired, "producer_id": self.producer_id,
             "seq_last": self.seq_last, "seq_dropped": self.seq_dropped, "replay_lost": self.replay_lost,

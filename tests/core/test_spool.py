@@ -191,6 +191,25 @@ def test_a_full_queue_overflows_to_the_spool_instead_of_dropping(tmp_path):
         p.shutdown(5)
 
 
+def test_a_full_queue_loses_nothing_when_the_spooler_cannot_keep_up(tmp_path):
+    """The caller does not wait at all here (max_block 0: as when a GC pause or a starved spooler thread
+    outlasts the wait): the capture call moves the oldest batch to the spool itself."""
+    em = Slow()
+    cfg = SpoolConfig(root=str(tmp_path / "spool"), fsync=False, max_block_s=0.0)
+    p = BatchProcessor(em, batch_size=50, flush_interval_s=0.01, max_queue=200, spool=cfg)
+    try:
+        for r in recs("c", 3000):
+            p.emit(r)
+        assert p.stats.dropped_total == 0 and p.stats.caller_spooled > 0
+        assert p.stats.snapshot()["caller_spooled"] == p.stats.caller_spooled
+        em.gate.set()
+        assert p.force_flush(30)
+        assert sorted(r["task_id"] for r in em.records) == sorted(f"c-{i}" for i in range(3000))
+    finally:
+        em.gate.set()
+        p.shutdown(5)
+
+
 def test_queue_full_without_a_spool_says_how_many_and_why(caplog):
     em = Slow()
     p = BatchProcessor(em, batch_size=10, flush_interval_s=0.01, max_queue=100)
