@@ -44,6 +44,7 @@ class SpoolingMixin:
     _stop: bool
     _pid: int
     _low: int
+    max_queue: int
     _spooler: Any
     _spool_wake: Any
     _spool_final: bool
